@@ -184,6 +184,8 @@ class StreamingFaceExtractor:
             self.state = State.SEARCHING
             self._search_boxes = []
             log.debug("face outside the PFL window for %d frames: searching", self._outside)
+        if obs is None:  # the face may have left the window: look at the whole frame
+            return self._emit(index, timestamp, self._full(rgb, timestamp), on_crop=False)
         return self._emit(index, timestamp, obs, on_crop=True)
 
     def _search(self, index: int, timestamp: float, rgb: np.ndarray) -> Output:

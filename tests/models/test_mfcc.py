@@ -55,8 +55,11 @@ def speech(speech_files: list[Path]) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def _stream(pcm: np.ndarray, sizes: list[int] | int, config: MfccConfig = MfccConfig()):
+def _stream(
+    pcm: np.ndarray, sizes: list[int] | int, config: MfccConfig | None = None
+) -> tuple[np.ndarray, StreamingMfcc]:
     """Push ``pcm`` through a StreamingMfcc in chunks of ``sizes`` (cycled); returns all frames."""
+    config = config or MfccConfig()
     stream = StreamingMfcc(config)
     sizes = [sizes] if isinstance(sizes, int) else sizes
     outs, pos, i = [], 0, 0
@@ -165,7 +168,7 @@ def test_sine_energy_and_mel_peak() -> None:
     assert abs(mel_edges[best + 1] - _kaldi_mel(freq)) < (mel_edges[1] - mel_edges[0])
 
 
-# ----------------------------------------------------------------------------- independent reference
+# ------------------------------------------------------------------------ independent reference
 
 
 def _kaldi_mel(f: float | np.ndarray) -> np.ndarray:
@@ -298,7 +301,9 @@ def test_state_stays_bounded_over_a_minute(speech: np.ndarray) -> None:
 
 
 @pytest.mark.parametrize("rate", [8000, 44100])
-def test_streaming_resampler_matches_whole(speech_native: tuple[np.ndarray, int], rate: int) -> None:
+def test_streaming_resampler_matches_whole(
+    speech_native: tuple[np.ndarray, int], rate: int
+) -> None:
     native, native_rate = speech_native
     signal = native if rate == native_rate else soxr.resample(native, native_rate, rate, "HQ")
     whole = resample_to_16k(signal, rate)

