@@ -36,8 +36,9 @@ def _extract(args: argparse.Namespace) -> int:
 
 
 def _face_export(args: argparse.Namespace) -> int:
-    from models.face.face_model import FaceModel, load_default_face_model
     from models.face.gltf import write_face_glb
+
+    from models.face.face_model import FaceModel, load_default_face_model
 
     model = FaceModel.load(args.model) if args.model else load_default_face_model()
     out = Path(args.out)
@@ -63,7 +64,7 @@ def _face_fit(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rapport", description=__doc__)
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings only, no progress")
     sub = parser.add_subparsers(dest="command", required=True)
 
     ex = sub.add_parser("extract", help="video (+ audio) file -> 58-d coefficients at 25 fps")

@@ -43,7 +43,7 @@ def franck() -> Path:
 @pytest.fixture(scope="session")
 def speech_wav() -> Path:
     """A real recorded English prompt from Debian's asterisk-core-sounds-en-wav."""
-    path = SPEECH_DIR / "call-forwarding.wav"
+    path = SPEECH_DIR / "demo-congrats.wav"
     if not path.is_file():
         pytest.skip(f"{path} missing: `make system` installs asterisk-core-sounds-en-wav")
     return path

@@ -17,10 +17,11 @@ import numpy as np
 
 from models.face import layout
 from models.features.mfcc import mfcc_features
+from server.perception.audio import is_silent, load_audio
 from server.perception.extract import PflEvent, StreamingFaceExtractor
 from server.perception.landmarker import FaceLandmarker
 from server.perception.pfl import PflConfig, PflWindow, window_from_boxes
-from server.perception.video import MediaError, iter_frames_25fps, probe, read_audio
+from server.perception.video import MediaError, iter_frames_25fps, probe
 
 log = logging.getLogger(__name__)
 
@@ -139,13 +140,13 @@ def extract_file(
     info = probe(video)
     pcm = None
     if audio is not None:
-        pcm = read_audio(audio, layout.SAMPLE_RATE)
-        if pcm is None:
-            raise MediaError(f"{audio}: no audio stream")
+        pcm = load_audio(audio)
     elif info.has_audio:
-        pcm = read_audio(video, layout.SAMPLE_RATE)
+        pcm = load_audio(video)
     else:
         log.warning("%s has no audio track and no --audio was given: no audio features", video)
+    if pcm is not None and is_silent(pcm):
+        log.warning("the audio of %s is silent: its features carry no speech", audio or video)
     coeffs, found, window, events = extract_face(video, config, task_path=task_path,
                                                  progress=progress)  # fmt: skip
     result = Extraction(coeffs=coeffs, found=found, window=window, source=str(video), events=events)
