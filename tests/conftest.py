@@ -86,3 +86,15 @@ def place(image: np.ndarray, canvas_hw: tuple[int, int], dx: int, dy: int) -> np
     h, w = image.shape[:2]
     canvas[dy: dy + h, dx: dx + w] = image
     return canvas
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """GPU tests run only where CUDA is present; elsewhere they are skipped, visibly."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
