@@ -279,3 +279,16 @@ def align_to_canonical(
     trans = mu_dst - scale[..., None] * np.einsum("...de,...e->...d", rot, mu_src)
     aligned = scale[..., None, None] * np.einsum("...de,...ne->...nd", rot, p) + trans[..., None, :]
     return aligned, scale, rot, trans
+
+
+def outward_fraction(vertices: np.ndarray, triangles: np.ndarray) -> float:
+    """Share of vertex normals that point away from the head centre (near 1 = outward winding).
+
+    The mesh is a face mask, not a closed head, so its vertex centroid sits just behind the skin;
+    the head centre is taken at the centroid's x, y and the mask's rearmost depth (least z).
+    """
+    v = np.asarray(vertices, dtype=np.float64)
+    centre = v.mean(axis=0)
+    centre[2] = v[:, 2].min()
+    normals = vertex_normals(v, triangles)
+    return float(np.mean(np.sum(normals * (v - centre), axis=-1) > 0))

@@ -154,6 +154,53 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+_HELD_OUT_KEYS = (
+    "frames_heldout",
+    "heldout_neutral_rmse_cm",
+    "heldout_morph_rmse_cm",
+    "heldout_neutral_rmse_mm",
+    "heldout_morph_rmse_mm",
+    "heldout_improvement",
+)
+
+
+def _provenance(
+    report: dict[str, Any],
+    stats: Sequence[ClipStats],
+    paths: Sequence[Path],
+    *,
+    command: str,
+    seed: int,
+    stride: int,
+    max_frames: int | None,
+) -> dict[str, Any]:
+    """The record stored in the model file: command, inputs (with hashes), settings, errors."""
+    symmetry = report["symmetry"]
+    return {
+        "command": command,
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "seed": seed,
+        "stride": stride,
+        "max_frames": max_frames,
+        "clips": [
+            {**dataclasses.asdict(s), "sha256": _sha256(p)}
+            for s, p in zip(stats, paths, strict=True)
+        ],
+        "frames_used": report["frames_total"],
+        "ridge": report["ridge"],
+        "ridge_rule": report["ridge_rule"],
+        "holdout_fraction": report["holdout_fraction"],
+        "heldout": {k: report[k] for k in _HELD_OUT_KEYS},
+        "symmetry_median": {
+            "pairs": symmetry["pair_asymmetry_median"],
+            "pair_sums": symmetry["pair_sum_asymmetry_median"],
+            "singles": symmetry["single_asymmetry_median"],
+        },
+        "units": "cm (canonical MediaPipe mesh, x toward the subject's left, y up, z to camera)",
+        "runtime_s": round(report["runtime_s"]["total"], 1),
+    }
+
+
 def fit_face_model(
     video_paths: Sequence[str | Path],
     out_path: str | Path,
@@ -181,30 +228,8 @@ def fit_face_model(
         samples, load_canonical_mesh(task_path), ridge=ridge, holdout_fraction=holdout_fraction
     )
     report["runtime_s"] = {"landmarks": collected, "total": time.perf_counter() - start}
-    provenance = {
-        "command": command,
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "seed": seed,
-        "stride": stride,
-        "max_frames": max_frames,
-        "clips": [
-            {**dataclasses.asdict(s), "sha256": _sha256(p)} for s, p in zip(stats, paths, strict=True)
-        ],
-        "frames_used": report["frames_total"],
-        "ridge": report["ridge"],
-        "holdout_fraction": holdout_fraction,
-        "heldout": {
-            k: report[k]
-            for k in ("frames_heldout", "heldout_neutral_rmse_cm", "heldout_morph_rmse_cm",
-                      "heldout_neutral_rmse_mm", "heldout_morph_rmse_mm", "heldout_improvement")
-        },  # fmt: skip
-        "symmetry_median": {
-            "pairs": report["symmetry"]["pair_asymmetry_median"],
-            "singles": report["symmetry"]["single_asymmetry_median"],
-        },
-        "units": "cm (canonical MediaPipe mesh, x toward the subject's left, y up, z to camera)",
-        "runtime_s": round(report["runtime_s"]["total"], 1),
-    }
+    provenance = _provenance(report, stats, paths, command=command, seed=seed, stride=stride,
+                             max_frames=max_frames)  # fmt: skip
     model = dataclasses.replace(model, provenance=provenance)
     model.save(out_path)
     report["provenance"] = provenance

@@ -106,8 +106,8 @@ def test_console_script_reports_no_face_clearly(tmp_path) -> None:
     clip = write_video(tmp_path / "noise.mp4",
                        [rng.integers(0, 255, (240, 320, 3), dtype=np.uint8) for _ in range(8)])
     script = Path(sys.executable).parent / "rapport"
-    run = subprocess.run([str(script), "-q", "extract", str(clip), "--out", str(tmp_path / "o.npz")],
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    argv = [str(script), "-q", "extract", str(clip), "--out", str(tmp_path / "o.npz")]
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     assert run.returncode == 2
     assert "no face found in any of its 8 frames" in run.stderr
     assert "Traceback" not in run.stderr

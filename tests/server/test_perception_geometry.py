@@ -89,7 +89,8 @@ def test_head_shift_moves_translation_in_pfl_but_not_in_a_face_centred_crop(astr
             pfl.append(coefficients(lm.detect(win.crop(f)), win))
             own = face_centred_window(o.box(), (640, 480), cfg).with_ref_scale(ref)
             centred.append(coefficients(lm.detect(own.crop(f)), own))
-    pfl_t, centred_t = np.array(pfl)[:, layout.TRANSLATION], np.array(centred)[:, layout.TRANSLATION]
+    pfl_t = np.array(pfl)[:, layout.TRANSLATION]
+    centred_t = np.array(centred)[:, layout.TRANSLATION]
     moved = np.array(shifts[-1]) - np.array(shifts[0])
     expected = np.array([moved[0], -moved[1]]) / window.size  # window widths, y up
     np.testing.assert_allclose(pfl_t[-1, :2] - pfl_t[0, :2], expected, atol=0.02)
