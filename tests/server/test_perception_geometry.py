@@ -112,3 +112,23 @@ def test_face_scale_tracks_image_scale(image_lm, astronaut) -> None:
     assert ratio == pytest.approx(512 / 320, rel=0.05)
     np.testing.assert_allclose(face_centre_px(small, None) * 512 / 320,
                                face_centre_px(base, None), atol=3)  # fmt: skip
+
+
+def test_matrix_pose_agrees_with_procrustes_to_the_canonical_mesh(cap12) -> None:
+    """Two independent head-pose estimates on real video (ARCHITECTURE.md §2): the landmarker's
+    transformation matrix (perspective) and weighted Procrustes of its landmarks to the canonical
+    mesh (orthographic). Measured here: pitch offset 1.5°, otherwise under 1°."""
+    from models.face.mesh import align_to_canonical, load_canonical_mesh, observation_points
+
+    mesh = load_canonical_mesh()
+    by_matrix, by_procrustes = [], []
+    with FaceLandmarker(video=True) as lm:
+        for k, rgb in itertools.islice(iter_frames_25fps(cap12), 0, 300, 3):
+            obs = lm.detect(rgb, k * 40)
+            _, _, rot, _ = align_to_canonical(observation_points(obs.landmarks, obs.image_size),
+                                              mesh)  # fmt: skip
+            by_procrustes.append(matrix_to_euler(rot.T))  # rot maps camera -> canonical
+            by_matrix.append(matrix_to_euler(orthonormalize(obs.matrix[:3, :3])))
+    diff = np.degrees(np.array(by_procrustes) - np.array(by_matrix))
+    assert np.abs(diff).max() < 3.5
+    assert np.abs(diff.mean(axis=0)).max() < 2.5
