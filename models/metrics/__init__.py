@@ -1,0 +1,1 @@
+"""Evaluation metrics: the REACT appropriateness metrics, pose smoothness, personality accuracy."""
