@@ -98,3 +98,11 @@ def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def react_release(cap12, speech_wav, tmp_path_factory):
+    """A tiny REACT2024-shaped release tree (``tests/react_tree.py``); shared: do not modify."""
+    from tests.react_tree import build_release_tree
+
+    return build_release_tree(tmp_path_factory.mktemp("react_release"), cap12, speech_wav)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +27,19 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]
 """Called with the number of frames just processed."""
+FrameSource = Callable[[], Iterator[tuple[int, np.ndarray]]]
+"""Anything that, called, starts a fresh iterator of ``(25 fps frame index, RGB frame)``, e.g.
+:class:`~server.perception.video.PngFrames`; called once per pass. Its ``str`` names it in errors.
+"""
+Video = str | Path | FrameSource
+"""A video file path (decoded and resampled to 25 fps) or a frame source."""
+
+
+def frames_of(video: Video) -> Iterator[tuple[int, np.ndarray]]:
+    """A fresh iterator of ``(frame index, RGB frame)`` at 25 fps over ``video``."""
+    if isinstance(video, str | Path):
+        return iter_frames_25fps(video)
+    return video()
 
 
 class NoFaceError(MediaError):
@@ -67,13 +80,13 @@ class Extraction:
         )
 
 
-def face_boxes(path: str | Path, task_path: str | Path | None = None,
+def face_boxes(video: Video, task_path: str | Path | None = None,
                progress: Progress | None = None) -> tuple[list, tuple[int, int]]:  # fmt: skip
     """First pass: the whole-frame face box of every 25 fps frame (``None`` = no face)."""
     boxes: list = []
     size = (0, 0)
     with FaceLandmarker(task_path, video=True) as lm:
-        for k, rgb in iter_frames_25fps(path):
+        for k, rgb in frames_of(video):
             size = (rgb.shape[1], rgb.shape[0])
             obs = lm.detect(rgb, k * 1000 // layout.FPS)
             boxes.append(obs.box() if obs is not None else None)
@@ -82,25 +95,26 @@ def face_boxes(path: str | Path, task_path: str | Path | None = None,
     return boxes, size
 
 
-def extract_face(path: str | Path, config: PflConfig | None = None, *,
+def extract_face(video: Video, config: PflConfig | None = None, *,
                  task_path: str | Path | None = None, progress: Progress | None = None,
                  ) -> tuple[np.ndarray, np.ndarray, PflWindow, list[PflEvent]]:  # fmt: skip
     """Two passes over a video: ``(coeffs (T, 58), found (T,), window, events)``.
 
-    Raises :class:`NoFaceError` when no frame has a face, :class:`MediaError` for unreadable files.
+    ``video`` is a file path or a :data:`FrameSource` (each pass calls it afresh). Raises
+    :class:`NoFaceError` when no frame has a face, :class:`MediaError` for unreadable media.
     """
     config = config or PflConfig()
-    boxes, size = face_boxes(path, task_path, progress)
+    boxes, size = face_boxes(video, task_path, progress)
     window = window_from_boxes(boxes, size, config)
     if window is None:
-        raise NoFaceError(f"{path}: no face found in any of its {len(boxes)} frames")
+        raise NoFaceError(f"{video}: no face found in any of its {len(boxes)} frames")
     # The reference scale is the clip's median, known only after the second pass: extract with
     # scale 1 (z = log scale), then subtract log(median).
     extractor = StreamingFaceExtractor(config, task_path=task_path, window=window.with_ref_scale(1),
                                        allow_reanchor=False)  # fmt: skip
     coeffs, found, events = [], [], []
     with extractor:
-        for k, rgb in iter_frames_25fps(path):
+        for k, rgb in frames_of(video):
             out = extractor.push(rgb, k / layout.FPS)
             coeffs += [f.coeffs for f in out.frames]
             found += [f.found for f in out.frames]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 
 from models.face.layout import FPS
@@ -137,6 +139,57 @@ def iter_frames_25fps(path: str | Path, fps: float = FPS) -> Iterator[tuple[int,
     for t, frame in iter_frames(path):
         yield from resampler.push(t, frame)
     yield from resampler.flush()
+
+
+_PNG_NAME = re.compile(r"^([0-9]+)\.png$", re.IGNORECASE)
+
+
+def png_frame_paths(folder: str | Path) -> list[Path]:
+    """The frames ``1.png .. T.png`` of a folder in order; :class:`MediaError` names a gap.
+
+    This is the REACT2024 release's second video variant: one PNG per 25 fps frame, numbered from
+    1. Files with other names are ignored.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MediaError(f"{folder}: no such folder of PNG frames")
+    numbered = {}
+    for entry in folder.iterdir():
+        match = _PNG_NAME.match(entry.name)
+        if match:
+            numbered[int(match.group(1))] = entry
+    if not numbered:
+        raise MediaError(f"{folder}: no frames named 1.png, 2.png, ...")
+    count = max(numbered)
+    missing = [k for k in range(1, count + 1) if k not in numbered]
+    if missing:
+        raise MediaError(f"{folder}: frame {missing[0]}.png is missing (frames run 1..{count})")
+    return [numbered[k] for k in range(1, count + 1)]
+
+
+def iter_png_frames(folder: str | Path) -> Iterator[tuple[int, np.ndarray]]:
+    """``(frame index, (H, W, 3) uint8 RGB)`` for a folder of ``1.png .. T.png`` at 25 fps."""
+    for k, path in enumerate(png_frame_paths(folder)):
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise MediaError(f"{path}: cannot read as an image")
+        yield k, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+@dataclass(frozen=True)
+class PngFrames:
+    """A folder of PNG frames as a frame source: calling it starts :func:`iter_png_frames`.
+
+    Picklable (a worker process can receive it) and printed as its folder in error messages.
+    """
+
+    folder: Path
+
+    def __call__(self) -> Iterator[tuple[int, np.ndarray]]:
+        return iter_png_frames(self.folder)
+
+    def __str__(self) -> str:
+        return str(self.folder)
 
 
 def read_audio(path: str | Path, sample_rate: int) -> np.ndarray | None:
