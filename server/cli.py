@@ -67,6 +67,26 @@ def _face_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_prepare(args: argparse.Namespace) -> int:
+    from models.data.faceverse import FaceVerseMapping
+    from server.data_prepare import prepare_tree
+
+    mapping = None
+    if args.faceverse_names:
+        mapping = FaceVerseMapping.from_files(args.faceverse_names, args.mean_face,
+                                              mean_subtracted=args.mean_subtracted)  # fmt: skip
+    summary = prepare_tree(args.react_root, args.out, use_dataset_3dmm=args.use_dataset_3dmm,
+                           faceverse=mapping, workers=args.workers, resume=not args.no_resume,
+                           progress=not args.quiet, task_path=args.face_model)  # fmt: skip
+    log.info("prepared %d, skipped %d (already done), failed %d of %d clips in %.0f s -> %s",
+             summary["prepared"], summary["skipped"], summary["failed"], summary["clips"],
+             summary["seconds"], summary["out"])  # fmt: skip
+    if summary["failed"]:
+        log.warning("failed clips are listed in %s/prepare_report.json; pairs that reference "
+                    "them were left out of the prepared tree", summary["out"])  # fmt: skip
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rapport", description=__doc__)
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings only, no progress")
@@ -91,6 +111,22 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--out", required=True, help="output face model .npz")
     fit.add_argument("--stride", type=int, default=1, help="use every n-th frame")
     fit.set_defaults(func=_face_fit)
+
+    data = sub.add_parser("data", help="datasets in the REACT2024 layout")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    prep = data_sub.add_parser("prepare", help="re-extract a REACT tree with our perception path")
+    prep.add_argument("--react-root", required=True, help="the REACT2024 release (or any tree)")
+    prep.add_argument("--out", required=True, help="output tree (resumable)")
+    prep.add_argument("--use-dataset-3dmm", action="store_true",
+                      help="map the release's FaceVerse coefficients instead of re-extracting")
+    prep.add_argument("--faceverse-names", help="the 52 FaceVerse expression names (json or txt)")
+    prep.add_argument("--mean-face", help="mean_face.npy of the release")
+    prep.add_argument("--mean-subtracted", action="store_true",
+                      help="the release's coefficients have the mean face subtracted")
+    prep.add_argument("--workers", type=int, default=2, help="parallel clips (processes)")
+    prep.add_argument("--no-resume", action="store_true", help="redo clips already prepared")
+    prep.add_argument("--face-model", help="another copy of face_landmarker.task")
+    prep.set_defaults(func=_data_prepare)
     return parser
 
 

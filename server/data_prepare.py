@@ -54,6 +54,7 @@ from models.data.io import (
     found_path,
     read_coefficients,
     read_found,
+    read_neighbours,
     read_pairs,
     save_npy_atomic,
     shown,
@@ -225,6 +226,34 @@ def _copy_tables(source: Path, out: Path) -> list[str]:
     return copied
 
 
+def _drop_failed_pairs(out: Path, failures: list[dict]) -> dict[str, list[int]]:
+    """Rewrite the copied pairs csv and neighbour matrix of each split without the pairs that
+    reference a failed clip, so the prepared tree loads; returns the dropped csv rows."""
+    dropped: dict[str, list[int]] = {}
+    for split in rl.SPLITS:
+        bad = {r["clip"] for r in failures if r["split"] == split}
+        paths = rl.SplitPaths(out, split)
+        if not bad or not paths.pairs_csv.is_file():
+            continue
+        pairs = read_pairs(paths.pairs_csv, out)
+        keep = [i for i, p in enumerate(pairs) if p.speaker not in bad and p.listener not in bad]
+        dropped[split] = [pairs[i].row for i in range(len(pairs)) if i not in set(keep)]
+        lines = ["index,speaker,listener"]
+        lines += [f"{n},{pairs[i].speaker},{pairs[i].listener}" for n, i in enumerate(keep)]
+        tmp = _tmp(paths.pairs_csv)
+        tmp.write_text("\n".join(lines) + "\n")
+        os.replace(tmp, paths.pairs_csv)
+        if paths.neighbours.is_file():
+            full = read_neighbours(paths.neighbours, 2 * len(pairs), out)
+            if full is not None:
+                p = len(pairs)
+                idx = np.array(keep + [p + i for i in keep], dtype=np.int64)
+                save_npy_atomic(paths.neighbours, full[np.ix_(idx, idx)])
+        log.warning("%s: dropped %d pairs that reference clips that failed", split,
+                    len(dropped[split]))  # fmt: skip
+    return dropped
+
+
 def _start_meta(source: Path, out: Path, mode: str) -> dict:
     meta_path = out / rl.META_FILE
     if meta_path.is_file():
@@ -299,10 +328,12 @@ def prepare_tree(react_root: str | Path, out: str | Path, *, use_dataset_3dmm: b
     failures = [r for r in records if r["status"] == "failed"]
     for r in failures:
         log.warning("%s/%s: %s", r["split"], r["clip"], r["error"])
+    dropped = _drop_failed_pairs(out, failures)
     summary = {
         "out": str(out), "source": str(source), "mode": mode, "clips": len(records),
         **{s: sum(r["status"] == s for r in records) for s in ("prepared", "skipped", "failed")},
-        "failures": failures, "tables": tables, "seconds": round(time.perf_counter() - start, 2),
+        "failures": failures, "dropped_pairs": dropped, "tables": tables,
+        "seconds": round(time.perf_counter() - start, 2),
     }  # fmt: skip
     report = out / REPORT_FILE
     _tmp(report).write_text(json.dumps({**summary, "records": records}, indent=2))

@@ -20,7 +20,7 @@ from models.face import layout
 from server.data_prepare import REPORT_FILE, prepare_tree
 from server.perception.files import extract_face
 from server.perception.video import MediaError, PngFrames, iter_png_frames
-from tests.conftest import write_video
+from tests.conftest import place, write_video
 from tests.react_tree import CLIPS, FRAMES, NO_EMOTION, PAIRS, SPLIT
 
 
@@ -163,6 +163,33 @@ def test_failed_clips_are_reported_and_the_run_goes_on(tmp_path) -> None:
     assert not json.loads((tmp_path / "out" / rl.META_FILE).read_text())["complete"]
 
 
+def test_pairs_with_failed_clips_are_dropped_so_the_tree_loads(tmp_path, astronaut) -> None:
+    root = tmp_path / "release"
+    paths = rl.SplitPaths(root, "train")
+    face = place(np.ascontiguousarray(astronaut[40:300, 120:340]), (300, 400), 90, 20)
+    good = ["NoXI/a/Expert_video/1", "NoXI/a/Novice_video/1"]
+    bad = "NoXI/b/Expert_video/1"
+    rng = np.random.default_rng(0)
+    for clip in good:
+        paths.video_file(clip).parent.mkdir(parents=True, exist_ok=True)
+        write_video(paths.video_file(clip), [face] * 6)
+    paths.video_file(bad).parent.mkdir(parents=True, exist_ok=True)
+    write_video(paths.video_file(bad),
+                [rng.integers(0, 255, (128, 128, 3), dtype=np.uint8) for _ in range(6)])
+    (root / "train.csv").write_text(f"i,s,l\n0,{good[0]},{good[1]}\n1,{bad},{good[1]}\n")
+    neighbours = np.eye(4, dtype=bool)
+    neighbours[0, 1] = neighbours[1, 0] = True  # pair 0 as written ~ pair 1 as written
+    np.save(root / "neighbour_emotion_train.npy", neighbours)
+    out = tmp_path / "out"
+    summary = prepare_tree(root, out, workers=1, progress=False)
+    assert (summary["prepared"], summary["failed"]) == (2, 1)
+    assert summary["dropped_pairs"] == {"train": [3]}  # csv line 3 held the failed clip
+    ds = ReactDataset(out, "train", audio=False)
+    assert len(ds) == 2
+    assert (ds.pairs[0].speaker, ds.pairs[0].listener) == tuple(good)
+    np.testing.assert_array_equal(ds.neighbours, np.eye(2, dtype=bool))
+
+
 def test_png_frame_folders(tmp_path) -> None:
     folder = tmp_path / "clip"
     folder.mkdir()
@@ -181,3 +208,18 @@ def test_png_frame_folders(tmp_path) -> None:
         np.testing.assert_array_equal(rgb, expected)
     with pytest.raises(MediaError, match="no such folder"):
         list(iter_png_frames(tmp_path / "nope"))
+
+
+def test_cli_prepare_with_the_dataset_3dmm(react_release, tmp_path, caplog) -> None:
+    from server.cli import main
+
+    out = tmp_path / "cli_out"
+    argv = ["-q", "data", "prepare", "--react-root", str(react_release.root), "--out", str(out),
+            "--use-dataset-3dmm", "--faceverse-names", str(react_release.names_file),
+            "--mean-face", str(react_release.mean_face_file), "--workers", "1"]  # fmt: skip
+    assert main(argv) == 0
+    ds = ReactDataset(out, SPLIT, audio=False)
+    assert len(ds) == 2 * len(PAIRS) and ds.space == rl.SPACE_RAPPORT
+    # Without the name list the same command explains what is missing.
+    assert main(argv[:8] + ["--workers", "1"]) == 2
+    assert "expression name list" in caplog.text
