@@ -12,7 +12,10 @@ active stay near zero. ``tongueOut`` is always 0 from video, so its target is ex
 
 The intercepts are removed exactly by centring each clip; the ridge system is then
 ``(XᵀX + λ N I) M = XᵀY`` with ``N`` the number of training frames, so ``ridge`` (λ) is per frame
-and does not depend on how much video there is.
+and does not depend on how much video there is. The side-locality prior of
+:mod:`models.face.locality` (``...Left`` targets act on the subject's left, ``...Right`` on the
+right) adds ``N P[v, c]`` to the system of each vertex ``v`` and coordinate ``c``, so the fit
+solves one small ``52 × 52`` system per vertex and coordinate (batched).
 
 Evaluation holds out the last ``holdout_fraction`` of every clip (a contiguous block, so nearby
 frames cannot leak), picks the ridge by validating on the tail of each training block, and reports
@@ -28,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from models.face import layout
+from models.face import layout, locality
 from models.face.face_model import FaceModel
 from models.face.mesh import CanonicalMesh
 
@@ -82,12 +85,27 @@ def _targets(points: np.ndarray, mesh: CanonicalMesh) -> np.ndarray:
     return (p - mesh.vertices.astype(np.float64)).reshape(p.shape[0], -1)
 
 
-def _solve(xs: Sequence[np.ndarray], ys: Sequence[np.ndarray], ridge: float) -> np.ndarray:
-    """Morph coefficients ``(52, 1404)`` with per-clip intercepts profiled out."""
+def _solve(
+    xs: Sequence[np.ndarray],
+    ys: Sequence[np.ndarray],
+    ridge: float,
+    prior: np.ndarray | None = None,
+) -> np.ndarray:
+    """Morph coefficients ``(52, 1404)`` with per-clip intercepts profiled out.
+
+    ``prior`` (``(468, 3, 52, 52)``, per frame, see :func:`models.face.locality.penalty_matrices`)
+    is added to the shared ridge of each vertex and coordinate.
+    """
     xc = np.concatenate([x - x.mean(axis=0) for x in xs])  # (N, 52)
     yc = np.concatenate([y - y.mean(axis=0) for y in ys])  # (N, 1404)
-    gram = xc.T @ xc + ridge * xc.shape[0] * np.eye(xc.shape[1])
-    return np.linalg.solve(gram, xc.T @ yc)
+    n, k = xc.shape
+    gram = xc.T @ xc + ridge * n * np.eye(k)
+    rhs = xc.T @ yc  # (52, 1404), column v·3 + c
+    if prior is None:
+        return np.linalg.solve(gram, rhs)
+    systems = gram + n * prior  # (468, 3, 52, 52)
+    coef = np.linalg.solve(systems, rhs.T.reshape(*prior.shape[:2], k, 1))[..., 0]
+    return coef.reshape(-1, k).T
 
 
 def _rmse(pred: np.ndarray, true: np.ndarray) -> float:
@@ -100,9 +118,10 @@ def _held_out(
     train: Sequence[tuple[np.ndarray, np.ndarray]],
     test: Sequence[tuple[np.ndarray, np.ndarray]],
     ridge: float,
+    prior: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Fit on ``train`` clips, score ``test`` clips (same order): baseline and morph RMSE."""
-    morphs = _solve([x for x, _ in train], [y for _, y in train], ridge)
+    morphs = _solve([x for x, _ in train], [y for _, y in train], ridge, prior)
     base_sq, morph_sq, per_clip = 0.0, 0.0, []
     frames = 0
     for (x_tr, y_tr), (x_te, y_te) in zip(train, test, strict=True):
@@ -151,6 +170,28 @@ def choose_ridge(
     lowest = min(sweep.values())
     chosen = max(r for r in grid if sweep[f"{r:g}"] <= (1.0 + tolerance) * lowest)
     return float(chosen), sweep
+
+
+def locality_sweep(
+    train: Sequence[Sample],
+    fraction: float,
+    ridge: float,
+    vertices: np.ndarray,
+    grid: Sequence[float] = locality.STRENGTH_GRID,
+) -> dict[str, float]:
+    """Validation RMSE (cm) of each side-locality strength at ``ridge``: ``{strength: RMSE}``.
+
+    Reported next to the strength the fit uses (fixed, see :data:`models.face.locality.STRENGTH`);
+    0 is the plain ridge fit.
+    """
+    parts = [_split(x, y, fraction) for x, y in train]
+    sweep = {}
+    for strength in grid:
+        prior = locality.penalty_matrices(vertices, strength) if strength > 0 else None
+        held = _held_out([a for a, _ in parts], [b for _, b in parts], ridge, prior)
+        sweep[f"{strength:g}"] = held["morph_rmse"]
+        log.debug("locality %g: validation RMSE %.4f", strength, held["morph_rmse"])
+    return sweep
 
 
 def mirror_map(vertices: np.ndarray) -> tuple[np.ndarray, float]:
@@ -228,6 +269,7 @@ def _describe(held: dict[str, Any], morphs: np.ndarray, mesh: CanonicalMesh) -> 
             n: float(v) for n, v in zip(layout.BLENDSHAPE_NAMES, reach, strict=True)
         },
         "symmetry": symmetry_report(morphs, mesh.vertices),
+        "locality": locality.locality_report(morphs, mesh.vertices),
         "units": units,
     }
 
@@ -237,16 +279,21 @@ def fit_morph_targets(
     mesh: CanonicalMesh,
     ridge: float | None = None,
     holdout_fraction: float = 0.2,
+    locality_strength: float = locality.STRENGTH,
 ) -> tuple[FaceModel, dict[str, Any]]:
     """Fit morph targets; returns the model (refit on all frames) and a report.
 
-    ``ridge=None`` picks it from :data:`RIDGE_GRID` by validation inside the training blocks.
-    The report holds the ridge (and the sweep), held-out RMSE in cm and mm for the per-clip
-    neutral and for neutral + morphs, the relative improvement, frame counts, a symmetry report
-    and the unit check. The model's neutral is the canonical mesh itself.
+    ``ridge=None`` picks it from :data:`RIDGE_GRID` by validation inside the training blocks (on
+    the plain fit) and then also reports the validation RMSE of the locality strengths in
+    :data:`models.face.locality.STRENGTH_GRID`. ``locality_strength`` weighs the side-locality
+    prior (0 turns it off). The report holds the ridge (and the sweeps), held-out RMSE in cm and
+    mm for the per-clip neutral and for neutral + morphs, the relative improvement, frame counts,
+    symmetry and locality reports and the unit check. The model's neutral is the canonical mesh.
     """
     if not samples:
         raise ValueError("no clips to fit")
+    if locality_strength < 0:
+        raise ValueError(f"locality_strength must be >= 0, got {locality_strength}")
     data = [(_features(b), _targets(p, mesh)) for p, b in samples]
     for x, y in data:
         if len(x) != len(y):
@@ -254,10 +301,15 @@ def fit_morph_targets(
     parts = [_split(x, y, holdout_fraction) for x, y in data]
     train, test = [a for a, _ in parts], [b for _, b in parts]
     sweep: dict[str, float] = {}
+    locality_sweep_rmse: dict[str, float] = {}
     if ridge is None:
         ridge, sweep = choose_ridge(train, holdout_fraction)
-    held = _held_out(train, test, ridge)
-    morphs = _solve([x for x, _ in data], [y for _, y in data], ridge)
+        locality_sweep_rmse = locality_sweep(train, holdout_fraction, ridge, mesh.vertices)
+    prior = None
+    if locality_strength > 0:
+        prior = locality.penalty_matrices(mesh.vertices, locality_strength)
+    held = _held_out(train, test, ridge, prior)
+    morphs = _solve([x for x, _ in data], [y for _, y in data], ridge, prior)
     morphs = morphs.reshape(layout.NUM_BLENDSHAPES, -1, 3).astype(np.float32)  # (52, 468, 3)
     report = {
         "ridge": float(ridge),
@@ -267,20 +319,29 @@ def fit_morph_targets(
             else "given"
         ),
         "ridge_sweep_validation_rmse_cm": sweep,
+        "locality_strength": float(locality_strength),
+        "locality_half_width_cm": locality.HALF_WIDTH_CM,
+        "locality_sweep_validation_rmse_cm": locality_sweep_rmse,
         "holdout_fraction": holdout_fraction,
         "frames_total": int(sum(len(x) for x, _ in data)),
         "frames_train": int(sum(len(x) for x, _ in train)),
         **_describe(held, morphs, mesh),
     }
     log.info(
-        "held-out RMSE %.4f cm neutral → %.4f cm with morphs (%.1f%% better), ridge %g",
+        "held-out RMSE %.4f cm neutral → %.4f cm with morphs (%.1f%% better), ridge %g, "
+        "locality %g (other-side ratio ≤ %.3f)",
         held["neutral_rmse"], held["morph_rmse"], 100 * report["heldout_improvement"], ridge,
+        locality_strength, report["locality"]["other_side_ratio_max"],
     )  # fmt: skip
-    model = FaceModel(
+    return _model(mesh, morphs), report
+
+
+def _model(mesh: CanonicalMesh, morphs: np.ndarray) -> FaceModel:
+    """The face model: the canonical mesh as neutral with ``morphs`` ``(52, 468, 3)``."""
+    return FaceModel(
         neutral=mesh.vertices.astype(np.float32).copy(),
         morphs=morphs,
         triangles=mesh.triangles.astype(np.int32).copy(),
         uvs=mesh.uvs.astype(np.float32).copy(),
         names=layout.BLENDSHAPE_NAMES,
     )
-    return model, report

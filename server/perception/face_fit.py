@@ -189,8 +189,14 @@ def _provenance(
         "frames_used": report["frames_total"],
         "ridge": report["ridge"],
         "ridge_rule": report["ridge_rule"],
+        "locality_strength": report["locality_strength"],
+        "locality_half_width_cm": report["locality_half_width_cm"],
         "holdout_fraction": report["holdout_fraction"],
         "heldout": {k: report[k] for k in _HELD_OUT_KEYS},
+        "locality_other_side_ratio": {
+            "max": report["locality"]["other_side_ratio_max"],
+            "median": report["locality"]["other_side_ratio_median"],
+        },
         "symmetry_median": {
             "pairs": symmetry["pair_asymmetry_median"],
             "pair_sums": symmetry["pair_sum_asymmetry_median"],

@@ -3,10 +3,11 @@
 The person's neutral is unknown, so each check fits only an identity offset (the mean residual of
 the frames) and compares the RMSE of the aligned landmarks with and without the morph targets.
 Measured here on 100 frames from the last 20% of cap13_edit2.mp4: 0.124 cm without morphs,
-0.057 cm with them, 54% lower; the fit's own held-out block of that clip scored 61%. Those frames
-were in the shipped model's final refit (it uses every frame), so the slow test refits without
-them; it measured 0.124 → 0.058 cm (53%). Both assert at least 30%: keeping only the jawOpen
-target scored 17%, and the shipped targets shuffled among the 51 names scored −28%.
+0.057 cm with them, 54% lower (the plain fit without the side-locality prior also scored 54%); the
+fit's own held-out block of that clip scored 61%. Those frames were in the shipped model's final
+refit (it uses every frame), so the slow test refits without them; it measured 0.124 → 0.060 cm
+(52%; 53% without the prior). Both assert at least 30%: keeping only the jawOpen target scored
+17%, and the shipped targets shuffled among the 51 names scored −28%.
 """
 
 from __future__ import annotations
