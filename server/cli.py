@@ -87,6 +87,54 @@ def _data_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _world_make(args: argparse.Namespace) -> int:
+    from models.data.world import WorldConfig, make_world
+
+    config = WorldConfig(listeners=args.listeners, clips_per_listener=args.clips_per_listener,
+                         seconds=args.seconds, seed=args.seed)  # fmt: skip
+    summary = make_world(config, Path(args.out), progress=not args.quiet, workers=args.workers,
+                         overwrite=args.overwrite)  # fmt: skip
+    log.info("synthetic world in %s: %s pairs per split, %.0f s, %.0f MB", args.out,
+             summary.get("pairs"), summary.get("elapsed_s", 0), summary.get("bytes", 0) / 1e6)
+    return 0
+
+
+TABLE_KEYS = ("FRCorr", "FRDist", "FRCorr_58", "FRDist_58", "FRDiv", "FRDvs", "FRVar", "FRSyn")
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import json
+
+    from models.baselines import NAMES, Baseline, BaselineConfig
+    from models.data.dataset import ReactDataset
+    from models.evaluation import evaluate
+
+    names = list(NAMES) if args.model == "baselines" else [args.model]
+    for name in names:
+        if not name.startswith("baseline:") and name not in NAMES:
+            raise ValueError(f"--model {name!r}: expected 'baselines' or 'baseline:<name>' with "
+                             f"<name> one of {', '.join(NAMES)} (trained models come later)")
+    train = ReactDataset(args.data, "train")
+    split = ReactDataset(args.data, args.split)
+    results = {}
+    for name in names:
+        base = name.removeprefix("baseline:")
+        model = Baseline(base, train, BaselineConfig(k=args.k, seed=args.seed))
+        log.info("evaluating baseline %s on %s (%d samples)", base, args.split, len(split))
+        results[base] = evaluate(split, model.predict, seed=args.seed, workers=args.workers,
+                                 progress=not args.quiet, limit=args.limit)  # fmt: skip
+    header = f"{'model':<10}" + "".join(f"{k:>11}" for k in TABLE_KEYS)
+    rows = [f"{m:<10}" + "".join(f"{r[k]:>11.4f}" for k in TABLE_KEYS) for m, r in results.items()]
+    sys.stdout.write("\n".join([header, *rows]) + "\n")
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"data": str(args.data), "split": args.split, "k": args.k, "seed": args.seed}
+        out.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+        log.info("saved %s", out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rapport", description=__doc__)
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings only, no progress")
@@ -127,6 +175,30 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--no-resume", action="store_true", help="redo clips already prepared")
     prep.add_argument("--face-model", help="another copy of face_landmarker.task")
     prep.set_defaults(func=_data_prepare)
+
+    world = sub.add_parser("world", help="the synthetic dyadic world")
+    world_sub = world.add_subparsers(dest="world_command", required=True)
+    mk = world_sub.add_parser("make", help="write a synthetic world in the REACT2024 layout")
+    mk.add_argument("--out", required=True, help="output folder (must be empty or a world)")
+    mk.add_argument("--listeners", type=int, default=48)
+    mk.add_argument("--clips-per-listener", type=int, default=8)
+    mk.add_argument("--seconds", type=float, default=30.0, help="seconds per clip")
+    mk.add_argument("--seed", type=int, default=0)
+    mk.add_argument("--workers", type=int, help="processes (default: CPU count, at most 8)")
+    mk.add_argument("--overwrite", action="store_true", help="replace an existing world")
+    mk.set_defaults(func=_world_make)
+
+    ev = sub.add_parser("eval", help="score a model or baseline with the REACT metrics")
+    ev.add_argument("--data", required=True, help="a tree in the REACT2024 layout")
+    ev.add_argument("--split", default="test", choices=("train", "val", "test"))
+    ev.add_argument("--model", default="baselines",
+                    help="'baselines' (all of them) or baseline:random|mime|mean|nearest")
+    ev.add_argument("--k", type=int, default=10, help="predictions per sample")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--workers", type=int, default=2, help="threads for the DTW metrics")
+    ev.add_argument("--limit", type=int, help="score only the first N samples")
+    ev.add_argument("--out", help="save the results as JSON")
+    ev.set_defaults(func=_eval)
     return parser
 
 
