@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 MEDIA := .cache/media
 
-.PHONY: setup system venv media web serve test test-all lint bench fit-face clean
+.PHONY: setup system venv media web serve test test-all lint bench fit-face world eval-baselines clean
 
 setup: system venv media web
 
@@ -51,6 +51,14 @@ lint: venv
 
 bench: setup
 	$(PY) benchmarks/perception.py --out benchmarks/results
+
+# The default synthetic world and the baseline table of the README.
+world: setup
+	$(VENV)/bin/rapport world make --out .cache/world-default --overwrite
+
+eval-baselines: world
+	$(VENV)/bin/rapport eval --data .cache/world-default --split test --model baselines --k 10 \
+		--out benchmarks/results/baselines_world.json
 
 fit-face: setup
 	$(VENV)/bin/rapport face fit --media $(MEDIA) --out models/face/assets/face_model.npz
