@@ -1,0 +1,1 @@
+"""The reaction generator: configuration, denoiser network, low-rank shifts, schedule, samplers."""

@@ -1,0 +1,114 @@
+"""The generator's configuration: sizes of the denoiser, the diffusion and the low-rank shifts.
+
+A checkpoint stores :meth:`GeneratorConfig.to_dict` as JSON beside its weights;
+:meth:`GeneratorConfig.from_dict` rebuilds it and rejects keys it does not know. Sizes live in
+the builder functions :func:`default_config` and :func:`tiny_config`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from models.face import layout
+
+SHIFT_LAYER_KINDS: tuple[str, ...] = (
+    "cross_attn_q", "cross_attn_kv", "cross_attn_out", "ff_in", "ff_out", "head",
+)  # fmt: skip
+"""Kinds of linear layer a listener's low-rank shift may target (see ``Denoiser.shift_targets``):
+the cross-attention query, key + value, output projections and the two feed-forward linears of
+every decoder layer, and the output head."""
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Every size of the generator. Frame counts are at 25 fps."""
+
+    window: int = 8
+    """W: listener frames generated per window (320 ms)."""
+    context: int = 50
+    """C: speaker frames of past context (2 s)."""
+    prev: int = 8
+    """P: listener previous frames fed back as condition."""
+    audio_dim: int = layout.AUDIO_FEATURE_DIM
+    face_dim: int = layout.DIM
+    d_model: int = 128
+    """D: token width."""
+    heads: int = 4
+    layers: int = 2
+    """Decoder layers (self-attention, cross-attention, feed-forward)."""
+    encoder_layers: int = 1
+    """Layers of the condition encoder (self-attention over speaker + previous-listener tokens)."""
+    ff: int = 256
+    """Hidden width of every feed-forward block."""
+    dropout: float = 0.1
+    diffusion_steps: int = 1000
+    """Training steps of the cosine schedule."""
+    sample_steps: int = 4
+    """Default number of denoiser calls per window for the live few-step sampler."""
+    schedule_offset: float = 0.008
+    """``s`` of the cosine schedule (Nichol & Dhariwal 2021)."""
+    shift_rank: int = 4
+    """r of every low-rank shift ``A (out, r) @ B (r, in)``."""
+    shift_layers: tuple[str, ...] = ("cross_attn_q", "ff_out", "head")
+    """Layer kinds (from :data:`SHIFT_LAYER_KINDS`) that carry per-listener shifts."""
+    expression_weight: float = 1.0
+    """Loss weight of the 52 blendshape dims."""
+    pose_weight: float = 1.0
+    """Loss weight of the 6 pose dims."""
+
+    def __post_init__(self) -> None:
+        sizes = {"window": self.window, "context": self.context, "prev": self.prev,
+                 "d_model": self.d_model, "heads": self.heads, "layers": self.layers,
+                 "ff": self.ff, "diffusion_steps": self.diffusion_steps,
+                 "sample_steps": self.sample_steps, "shift_rank": self.shift_rank}  # fmt: skip
+        for name, value in sizes.items():
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if self.encoder_layers < 0:
+            raise ValueError(f"encoder_layers must be at least 0, got {self.encoder_layers}")
+        if self.d_model % self.heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by heads {self.heads}")
+        if self.face_dim != layout.DIM:
+            raise ValueError(f"face_dim must be {layout.DIM} (models.face.layout)")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.sample_steps > self.diffusion_steps:
+            raise ValueError("sample_steps cannot exceed diffusion_steps")
+        unknown = [k for k in self.shift_layers if k not in SHIFT_LAYER_KINDS]
+        if unknown:
+            raise ValueError(f"unknown shift_layers {unknown}; choose among {SHIFT_LAYER_KINDS}")
+        if len(set(self.shift_layers)) != len(self.shift_layers):
+            raise ValueError(f"shift_layers has duplicates: {self.shift_layers}")
+        if min(self.expression_weight, self.pose_weight) < 0:
+            raise ValueError("loss weights must be non-negative")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (tuples become lists)."""
+        out = dataclasses.asdict(self)
+        out["shift_layers"] = list(self.shift_layers)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GeneratorConfig:
+        """Inverse of :meth:`to_dict`; a key this version does not know is a ``ValueError``."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown generator config keys {unknown}")
+        values = dict(data)
+        if "shift_layers" in values:
+            values["shift_layers"] = tuple(values["shift_layers"])
+        return cls(**values)
+
+
+def default_config() -> GeneratorConfig:
+    """The bundled generator: D 128, 2 decoder layers, 1 encoder layer, 4 sample steps."""
+    return GeneratorConfig()
+
+
+def tiny_config() -> GeneratorConfig:
+    """Two layers of width 16 and short contexts, no dropout: for fast tests."""
+    return GeneratorConfig(context=12, prev=4, d_model=16, heads=2, layers=2, encoder_layers=1,
+                           ff=32, dropout=0.0, shift_rank=2)  # fmt: skip

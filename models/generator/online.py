@@ -1,0 +1,183 @@
+"""Online, window-by-window generation for many sessions at once (pure: no server, no I/O).
+
+A :class:`Session` holds one listener's live state: bounded ring buffers of the speaker's last
+``C`` frames (78-d audio features, 58-d face, validity), the listener's last ``P`` generated
+frames, its PosNet history, its own ``torch.Generator`` and its low-rank shifts (``None`` for the
+generic listener). :class:`OnlineRunner` generates the next window ``[t, t + W)`` of every ready
+session in ONE batched forward — mixing listeners through their shifts — from the speaker's past
+only (frames ``< t``), then smooths the pose with PosNet and advances each session.
+
+A discontinuity (a PFL re-anchor or a gap without a face on the speaker's side) marks the
+speaker's face frames before it invalid, so the context never mixes two coordinate frames; the
+listener's own previous frames and PosNet history are kept, so its output continues smoothly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from models.face import layout
+from models.generator.denoiser import Denoiser, sample_windows
+from models.generator.lowrank import LowRank, Shifts
+from models.posnet.model import PosNet
+from models.posnet.runner import smooth_step
+
+
+def _push(buf: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """Append rows to a fixed-length ring buffer (oldest rows dropped)."""
+    n = len(buf)
+    return np.concatenate([buf, new])[-n:] if len(new) < n else new[-n:].copy()
+
+
+@dataclass(eq=False)
+class Session:
+    """One listener's live generation state; bounded whatever the stream length."""
+
+    context: int
+    prev: int
+    window: int
+    seed: int
+    shifts: dict[str, tuple[Tensor, Tensor]] | None = None
+    """Low-rank factors per layer without a batch axis: ``{name: (a (out, r), b (r, in))}``."""
+    received: int = 0
+    """Speaker frames received so far."""
+    t: int = 0
+    """Start frame of the next window to generate."""
+    audio: np.ndarray = field(init=False)
+    audio_ok: np.ndarray = field(init=False)
+    face: np.ndarray = field(init=False)
+    face_ok: np.ndarray = field(init=False)
+    listener: np.ndarray = field(init=False)
+    listener_ok: np.ndarray = field(init=False)
+    pose_history: Tensor | None = None
+    pose_valid: bool = False
+    generator: torch.Generator = field(init=False)
+
+    def __post_init__(self) -> None:
+        span = self.context + self.window  # the context plus frames past t not yet used
+        self.audio = np.zeros((span, layout.AUDIO_FEATURE_DIM), np.float32)
+        self.audio_ok = np.zeros(span, bool)
+        self.face = np.zeros((span, layout.DIM), np.float32)
+        self.face_ok = np.zeros(span, bool)
+        self.listener = np.zeros((self.prev, layout.DIM), np.float32)
+        self.listener_ok = np.zeros(self.prev, bool)
+        self.generator = torch.Generator().manual_seed(self.seed)
+
+    def push_speaker(self, audio: np.ndarray, audio_ok: np.ndarray, face: np.ndarray,
+                     face_ok: np.ndarray) -> None:  # fmt: skip
+        """Append ``n`` aligned speaker frames: audio ``(n, 78)``, face ``(n, 58)``, flags."""
+        n = len(face)
+        if audio.shape != (n, layout.AUDIO_FEATURE_DIM) or face.shape != (n, layout.DIM):
+            raise ValueError(f"speaker frames: audio {audio.shape} and face {face.shape} must be "
+                             f"(n, {layout.AUDIO_FEATURE_DIM}) and (n, {layout.DIM})")  # fmt: skip
+        if audio_ok.shape != (n,) or face_ok.shape != (n,):
+            raise ValueError("speaker frames: one audio and one face flag per frame")
+        self.audio = _push(self.audio, audio.astype(np.float32))
+        self.audio_ok = _push(self.audio_ok, audio_ok.astype(bool))
+        self.face = _push(self.face, face.astype(np.float32))
+        self.face_ok = _push(self.face_ok, face_ok.astype(bool))
+        self.received += n
+
+    def discontinuity(self) -> None:
+        """The speaker's coordinate frame changed: forget its earlier face frames."""
+        self.face_ok[:] = False
+
+    def ready(self) -> bool:
+        """Whether the speaker's frames up to the next window's start have arrived and no more
+        than one window beyond it (window ``[t, t + W)`` reads speaker frames ``< t`` only)."""
+        return self.t <= self.received <= self.t + self.window
+
+    def speaker_context(self) -> tuple[np.ndarray, ...]:
+        """Speaker frames ``[t − C, t)``: audio, audio flags, face, face flags (``C`` rows)."""
+        end = len(self.face) - (self.received - self.t)
+        rows = slice(end - self.context, end)
+        return self.audio[rows], self.audio_ok[rows], self.face[rows], self.face_ok[rows]
+
+
+class OnlineRunner:
+    """Generates the next window of many sessions in one batch on ``device``."""
+
+    def __init__(self, model: Denoiser, posnet: PosNet | None = None, *, steps: int | None = None,
+                 device: torch.device | str = "cpu") -> None:  # fmt: skip
+        self.model = model.eval().to(device)
+        self.posnet = posnet.eval().to(device) if posnet is not None else None
+        self.steps = steps
+        self.device = torch.device(device)
+        cfg = model.config
+        self.window, self.context, self.prev = cfg.window, cfg.context, cfg.prev
+        self._targets = model.shift_targets()
+
+    def new_session(self, *, seed: int, shifts: dict[str, tuple[Tensor, Tensor]] | None = None,
+                    ) -> Session:  # fmt: skip
+        """A session for the generic listener (``shifts=None``) or an enrolled one."""
+        if shifts is not None:
+            for name, (a, b) in shifts.items():
+                if name not in self._targets:
+                    raise ValueError(f"shift for {name!r}, which this model does not shift")
+                if (a.shape[0], b.shape[1]) != self._targets[name] or a.shape[1] != b.shape[0]:
+                    raise ValueError(f"shift {name!r}: {tuple(a.shape)} @ {tuple(b.shape)} does "
+                                     f"not fit {self._targets[name]}")  # fmt: skip
+        return Session(self.context, self.prev, self.window, seed, shifts)
+
+    def _batch_shifts(self, sessions: list[Session]) -> Shifts | None:
+        if all(s.shifts is None for s in sessions):
+            return None
+        rank = self.model.config.shift_rank
+        out: Shifts = {}
+        for name, (n_out, n_in) in self._targets.items():
+            a = torch.zeros(len(sessions), n_out, rank, device=self.device)
+            b = torch.zeros(len(sessions), rank, n_in, device=self.device)
+            for i, s in enumerate(sessions):
+                if s.shifts is not None and name in s.shifts:
+                    a[i], b[i] = s.shifts[name][0], s.shifts[name][1]
+            out[name] = LowRank(a, b)
+        return out
+
+    @torch.no_grad()
+    def step(self, sessions: list[Session]) -> list[np.ndarray]:
+        """One window ``(W, 58)`` per session (all must be :meth:`Session.ready`)."""
+        if not sessions:
+            return []
+        late = [i for i, s in enumerate(sessions) if not s.ready()]
+        if late:
+            raise ValueError(f"sessions {late} are not ready: the speaker's frames must reach "
+                             "the window start and not run more than one window past it")
+
+        def tensor(x: list[np.ndarray]) -> Tensor:
+            return torch.from_numpy(np.stack(x)).to(self.device)
+
+        ctx = [s.speaker_context() for s in sessions]
+        memory = self.model.encode(
+            tensor([c[0] for c in ctx]), tensor([c[2] for c in ctx]), tensor([c[3] for c in ctx]),
+            tensor([s.listener for s in sessions]), tensor([s.listener_ok for s in sessions]),
+            tensor([c[1] for c in ctx]),
+        )  # fmt: skip
+        noise = torch.stack([torch.randn(self.window, layout.DIM, generator=s.generator)
+                             for s in sessions]).to(self.device)  # (B, W, 58)
+        windows = sample_windows(self.model, memory, self._batch_shifts(sessions),
+                                 steps=self.steps, generator=sessions[0].generator,
+                                 x_T=noise)  # fmt: skip
+        windows = self._smooth(sessions, windows)
+        out = []
+        for s, w in zip(sessions, windows.cpu().numpy(), strict=True):
+            s.listener = _push(s.listener, w)
+            s.listener_ok = _push(s.listener_ok, np.ones(len(w), bool))
+            s.t += self.window
+            out.append(w)
+        return out
+
+    def _smooth(self, sessions: list[Session], windows: Tensor) -> Tensor:
+        if self.posnet is None:
+            return windows
+        h = self.posnet.config.history
+        history = torch.stack([s.pose_history if s.pose_history is not None
+                               else torch.zeros(h, 6, device=self.device) for s in sessions])
+        valid = torch.tensor([s.pose_valid for s in sessions], device=self.device)
+        out, history, valid = smooth_step(self.posnet, windows, history, valid)
+        for s, hist in zip(sessions, history, strict=True):
+            s.pose_history, s.pose_valid = hist, True
+        return out
