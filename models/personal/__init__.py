@@ -1,0 +1,1 @@
+"""Personalisation: a listener's style vector, low-rank weight shifts from it, and enrolments."""

@@ -1,0 +1,243 @@
+"""Enrolment: the small, serialisable result of enrolling one listener.
+
+An enrolment is computed once per listener (one forward of the style encoder and the
+hypernetwork, no gradients) and stored; at run time the low-rank factors of several listeners are
+stacked into one batch for the denoiser (``stack``). On disk it is one safetensors file:
+
+* tensors ``style`` ``(S,)``, ``a/<layer>`` ``(out, r)`` and ``b/<layer>`` ``(r, in)``;
+* metadata key ``enrolment``: JSON with the format tag, model hash, creation time (ISO 8601,
+  UTC), seconds of valid video used, rank and target shapes.
+
+No pickle is involved. Loading checks the file against itself (every target present with the
+recorded shape) and, when given, against the serving model's targets, rank and hash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, is_dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from models.face.layout import FPS
+from models.personal.hyper import Factors, HyperNetwork, Targets
+from models.personal.style import StyleEncoder
+
+FORMAT = "rapport.enrolment/1"
+_META_KEY = "enrolment"
+
+
+class EnrolmentMismatch(ValueError):
+    """An enrolment does not fit the model it is used with (targets, rank or model hash)."""
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    """One listener's style and shifts; tensors are on the CPU, without a batch dim."""
+
+    style: Tensor
+    """(S,) unit style vector."""
+    factors: Factors
+    """Layer name → (a (out, r), b (r, in))."""
+    model_hash: str
+    """:func:`model_hash` of the style encoder and hypernetwork that made it."""
+    created: str
+    """ISO 8601 UTC time of enrolment."""
+    seconds: float
+    """Seconds of valid listener video used."""
+
+    @property
+    def rank(self) -> int:
+        return next(iter(self.factors.values()))[0].shape[1]
+
+    @property
+    def targets(self) -> dict[str, tuple[int, int]]:
+        """Layer name → (out, in), as the hypernetwork that made it was built with."""
+        return {name: (a.shape[0], b.shape[1]) for name, (a, b) in self.factors.items()}
+
+    def check(
+        self, targets: Targets | None = None, rank: int | None = None, model_hash: str | None = None
+    ) -> None:
+        """Raise :class:`EnrolmentMismatch` naming what differs from the given model facts."""
+        if rank is not None and rank != self.rank:
+            raise EnrolmentMismatch(f"enrolment has rank {self.rank}, the model uses rank {rank}")
+        if targets is not None:
+            ours, theirs = self.targets, {n: tuple(s) for n, s in targets.items()}
+            if ours != theirs:
+                raise EnrolmentMismatch(
+                    f"enrolment targets differ from the model's: {_diff(ours, theirs)}"
+                )
+        if model_hash is not None and model_hash != self.model_hash:
+            raise EnrolmentMismatch(
+                f"enrolment was made with model {self.model_hash}, the model is {model_hash}"
+            )
+
+    def save(self, path: str | Path) -> None:
+        """Write one safetensors file with JSON metadata."""
+        tensors = {"style": self.style.contiguous()}
+        for name, (a, b) in self.factors.items():
+            tensors[f"a/{name}"] = a.contiguous()
+            tensors[f"b/{name}"] = b.contiguous()
+        meta = {
+            "format": FORMAT,
+            "model_hash": self.model_hash,
+            "created": self.created,
+            "seconds": self.seconds,
+            "rank": self.rank,
+            "style_dim": int(self.style.shape[0]),
+            "targets": {name: list(shape) for name, shape in self.targets.items()},
+        }
+        save_file(tensors, str(path), metadata={_META_KEY: json.dumps(meta)})
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        targets: Targets | None = None,
+        rank: int | None = None,
+        model_hash: str | None = None,
+    ) -> Enrolment:
+        """Read a file written by :meth:`save`; check it against the model facts that are given."""
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(_META_KEY)
+        if raw is None:
+            raise ValueError(f"{path}: not an enrolment file (no {_META_KEY!r} metadata)")
+        meta = json.loads(raw)
+        if meta.get("format") != FORMAT:
+            found = meta.get("format")
+            raise ValueError(f"{path}: enrolment format {found!r}, expected {FORMAT!r}")
+        tensors = load_file(str(path))
+        r = int(meta["rank"])
+        factors: Factors = {}
+        for name, (out, inp) in meta["targets"].items():
+            a, b = tensors.get(f"a/{name}"), tensors.get(f"b/{name}")
+            if a is None or b is None or a.shape != (out, r) or b.shape != (r, inp):
+                raise ValueError(
+                    f"{path}: factors of {name!r} missing or not ({out}, {r}) / ({r}, {inp})"
+                )
+            factors[name] = (a, b)
+        enrolment = cls(
+            style=tensors["style"],
+            factors=factors,
+            model_hash=meta["model_hash"],
+            created=meta["created"],
+            seconds=float(meta["seconds"]),
+        )
+        enrolment.check(targets, rank, model_hash)
+        return enrolment
+
+
+def _diff(ours: Mapping[str, tuple], theirs: Mapping[str, tuple]) -> str:
+    """A short description of how two target dicts differ."""
+    parts = []
+    if missing := sorted(set(theirs) - set(ours)):
+        parts.append(f"missing {missing}")
+    if extra := sorted(set(ours) - set(theirs)):
+        parts.append(f"extra {extra}")
+    changed = [n for n in ours if n in theirs and ours[n] != theirs[n]]
+    parts += [f"{n}: {ours[n]} here vs {theirs[n]} in the model" for n in changed]
+    return "; ".join(parts)
+
+
+def model_hash(*modules: nn.Module) -> str:
+    """A short fingerprint of the modules' classes, configs and weights (``sha256:`` + 16 hex)."""
+    digest = hashlib.sha256()
+    for module in modules:
+        config = getattr(module, "config", None)
+        desc = asdict(config) if is_dataclass(config) else None
+        targets = getattr(module, "targets", None)
+        header = {"class": type(module).__name__, "config": desc, "targets": targets}
+        digest.update(json.dumps(header, sort_keys=True, default=list).encode())
+        for name, tensor in sorted(module.state_dict().items()):
+            flat = tensor.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)}".encode())
+            digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return "sha256:" + digest.hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def _eval_mode(*modules: nn.Module) -> Iterator[None]:
+    """Put modules in eval mode, restoring each submodule's previous mode afterwards."""
+    previous = [(m, m.training) for module in modules for m in module.modules()]
+    for module in modules:
+        module.eval()
+    try:
+        yield
+    finally:
+        for m, training in previous:
+            m.training = training
+
+
+def enrol(
+    style_encoder: StyleEncoder,
+    hyper: HyperNetwork,
+    coeffs: Tensor | np.ndarray,
+    valid: Tensor | np.ndarray | None = None,
+) -> Enrolment:
+    """Enrol one listener from their own coefficients ``(T, 58)`` (``valid (T,)`` bool optional).
+
+    The input is placed on the style encoder's device and dtype; one forward without gradients in
+    eval mode (previous modes restored). Raises ``ValueError`` for fewer valid frames than the
+    encoder needs, non-finite valid frames, or an encoder/hypernetwork style size mismatch.
+    """
+    param = next(style_encoder.parameters())
+    x = torch.as_tensor(coeffs, dtype=param.dtype, device=param.device)  # (T, K)
+    if x.ndim != 2:
+        raise ValueError(f"coeffs: expected shape (T, K) for one listener, got {tuple(x.shape)}")
+    if valid is None:
+        mask = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)  # (T,)
+    else:
+        mask = torch.as_tensor(valid, device=x.device).to(torch.bool)  # (T,)
+    if not torch.isfinite(x[mask]).all():
+        raise ValueError("coeffs: non-finite values in frames marked valid")
+    if style_encoder.config.style_dim != hyper.config.style_dim:
+        raise ValueError(
+            f"style encoder makes {style_encoder.config.style_dim}-d styles, "
+            f"hypernetwork expects {hyper.config.style_dim}"
+        )
+    with _eval_mode(style_encoder, hyper), torch.no_grad():
+        style = style_encoder(x[None], mask[None])  # (1, S)
+        factors = hyper(style)  # name → (a (1, out, r), b (1, r, in))
+    return Enrolment(
+        style=style[0].cpu(),
+        factors={name: (a[0].cpu(), b[0].cpu()) for name, (a, b) in factors.items()},
+        model_hash=model_hash(style_encoder, hyper),
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        seconds=int(mask.sum()) / FPS,
+    )
+
+
+def stack(
+    enrolments: Sequence[Enrolment],
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Factors:
+    """Batch L listeners for one forward: ``{name: (a (L, out, r), b (L, r, in))}``.
+
+    All enrolments must share targets, rank and model hash (``EnrolmentMismatch`` otherwise).
+    """
+    if not enrolments:
+        raise ValueError("stack needs at least one enrolment")
+    first = enrolments[0]
+    for i, other in enumerate(enrolments[1:], start=1):
+        try:
+            other.check(first.targets, first.rank, first.model_hash)
+        except EnrolmentMismatch as err:
+            raise EnrolmentMismatch(f"enrolment {i} does not match enrolment 0: {err}") from None
+    factors: Factors = {}
+    for name in first.factors:
+        a = torch.stack([e.factors[name][0] for e in enrolments])  # (L, out, r)
+        b = torch.stack([e.factors[name][1] for e in enrolments])  # (L, r, in)
+        factors[name] = (a.to(device=device, dtype=dtype), b.to(device=device, dtype=dtype))
+    return factors
