@@ -35,7 +35,7 @@ clients/web/node_modules/.stamp: clients/web/package.json
 
 # The service arrives with the real-time service issue; until then say so instead of failing oddly.
 serve: setup
-	@echo "rapport: the streaming service is not built yet; available now: rapport extract, rapport face export" >&2
+	@echo "rapport: the streaming service is not built yet; available now: rapport extract, face, data, world, eval (see rapport --help)" >&2
 	@exit 1
 
 test: setup

@@ -136,7 +136,9 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rapport", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="rapport", description="Rapport: a real-time listener avatar (perception, face model, "
+        "data, evaluation).")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings only, no progress")
     sub = parser.add_subparsers(dest="command", required=True)
 
