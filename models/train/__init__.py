@@ -1,0 +1,1 @@
+"""Training recipes (flat functions over config dataclasses); the server never imports these."""
