@@ -102,6 +102,17 @@ def _world_make(args: argparse.Namespace) -> int:
 TABLE_KEYS = ("FRCorr", "FRDist", "FRCorr_58", "FRDist_58", "FRDiv", "FRDvs", "FRVar", "FRSyn")
 
 
+def _generator_predictor(path: str, k: int):
+    import torch
+
+    from models.generator.checkpoint import load_generator
+    from models.generator.predict import GeneratorPredictor
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, _ = load_generator(path, device=device)
+    return GeneratorPredictor(model, k=k, device=device)
+
+
 def _eval(args: argparse.Namespace) -> int:
     import json
 
@@ -111,18 +122,23 @@ def _eval(args: argparse.Namespace) -> int:
 
     names = list(NAMES) if args.model == "baselines" else [args.model]
     for name in names:
-        if not name.startswith("baseline:") and name not in NAMES:
-            raise ValueError(f"--model {name!r}: expected 'baselines' or 'baseline:<name>' with "
-                             f"<name> one of {', '.join(NAMES)} (trained models come later)")
-    train = ReactDataset(args.data, "train")
+        if not name.startswith(("baseline:", "generator:")) and name not in NAMES:
+            raise ValueError(f"--model {name!r}: expected 'baselines', 'baseline:<name>' with "
+                             f"<name> one of {', '.join(NAMES)}, or 'generator:<checkpoint>'")
     split = ReactDataset(args.data, args.split)
+    train = None
     results = {}
     for name in names:
-        base = name.removeprefix("baseline:")
-        model = Baseline(base, train, BaselineConfig(k=args.k, seed=args.seed))
-        log.info("evaluating baseline %s on %s (%d samples)", base, args.split, len(split))
-        results[base] = evaluate(split, model.predict, seed=args.seed, workers=args.workers,
-                                 progress=not args.quiet, limit=args.limit)  # fmt: skip
+        if name.startswith("generator:"):
+            label, predict = "generator", _generator_predictor(name.removeprefix("generator:"),
+                                                               args.k)  # fmt: skip
+        else:
+            label = name.removeprefix("baseline:")
+            train = train or ReactDataset(args.data, "train")
+            predict = Baseline(label, train, BaselineConfig(k=args.k, seed=args.seed)).predict
+        log.info("evaluating %s on %s (%d samples)", label, args.split, len(split))
+        results[label] = evaluate(split, predict, seed=args.seed, workers=args.workers,
+                                  progress=not args.quiet, limit=args.limit)  # fmt: skip
     header = f"{'model':<10}" + "".join(f"{k:>11}" for k in TABLE_KEYS)
     rows = [f"{m:<10}" + "".join(f"{r[k]:>11.4f}" for k in TABLE_KEYS) for m, r in results.items()]
     sys.stdout.write("\n".join([header, *rows]) + "\n")
@@ -194,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", required=True, help="a tree in the REACT2024 layout")
     ev.add_argument("--split", default="test", choices=("train", "val", "test"))
     ev.add_argument("--model", default="baselines",
-                    help="'baselines' (all of them) or baseline:random|mime|mean|nearest")
+                    help="'baselines' (all of them), baseline:random|mime|mean|nearest, or "
+                    "generator:CHECKPOINT.safetensors")
     ev.add_argument("--k", type=int, default=10, help="predictions per sample")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--workers", type=int, default=2, help="threads for the DTW metrics")

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from models.data.windows import AUDIO_LOOKAHEAD
 from models.face import layout
 from models.generator.denoiser import Denoiser, sample_windows
 from models.generator.lowrank import LowRank, Shifts
@@ -91,11 +92,18 @@ class Session:
         than one window beyond it (window ``[t, t + W)`` reads speaker frames ``< t`` only)."""
         return self.t <= self.received <= self.t + self.window
 
-    def speaker_context(self) -> tuple[np.ndarray, ...]:
-        """Speaker frames ``[t − C, t)``: audio, audio flags, face, face flags (``C`` rows)."""
+    def speaker_context(self, audio_lookahead: int = AUDIO_LOOKAHEAD) -> tuple[np.ndarray, ...]:
+        """Speaker frames ``[t − C, t)``: audio, audio flags, face, face flags (``C`` rows).
+
+        The audio features of the last ``audio_lookahead`` frames before ``t`` are not final at
+        time ``t`` (their deltas read later audio), so they are flagged invalid, as in training.
+        """
         end = len(self.face) - (self.received - self.t)
         rows = slice(end - self.context, end)
-        return self.audio[rows], self.audio_ok[rows], self.face[rows], self.face_ok[rows]
+        audio_ok = self.audio_ok[rows].copy()
+        if audio_lookahead:
+            audio_ok[-audio_lookahead:] = False
+        return self.audio[rows], audio_ok, self.face[rows], self.face_ok[rows]
 
 
 class OnlineRunner:
