@@ -5,7 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 MEDIA := .cache/media
 
-.PHONY: setup system venv media web serve test test-all lint bench fit-face world eval-baselines clean
+.PHONY: setup system venv media web serve test test-all lint bench fit-face world eval-baselines \
+	weights eval-generator ablation clean
 
 setup: system venv media web
 
@@ -51,6 +52,7 @@ lint: venv
 
 bench: setup
 	$(PY) benchmarks/perception.py --out benchmarks/results
+	$(PY) benchmarks/generator_speed.py --out benchmarks/results
 
 # The default synthetic world and the baseline table of the README.
 world: setup
@@ -59,6 +61,18 @@ world: setup
 eval-baselines: world
 	$(VENV)/bin/rapport eval --data .cache/world-default --split test --model baselines --k 10 \
 		--out benchmarks/results/baselines_world.json
+
+# The bundled default weights (models/weights): generator, style + shifts, PosNet; seed 0.
+weights: world
+	$(VENV)/bin/rapport train default --data .cache/world-default --out .cache/runs/default \
+		--seed 0 --device cpu --install
+
+# The README's generation tables (appropriateness, personalisation, smoothness; ablation).
+eval-generator: world
+	$(PY) benchmarks/generator_quality.py --world .cache/world-default
+
+ablation: world
+	$(PY) benchmarks/shift_ablation.py --world .cache/world-default
 
 fit-face: setup
 	$(VENV)/bin/rapport face fit --media $(MEDIA) --out models/face/assets/face_model.npz

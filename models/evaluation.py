@@ -1,6 +1,8 @@
 """Scoring any reaction predictor on a split with the REACT metrics (``models.metrics``).
 
-A predictor is a callable ``(sample, rng) -> (K, T, 58)``. Every sample of the split (mirrored,
+A predictor is a callable ``(sample, rng) -> (K, T, 58)``; one that also has
+``predict_many(samples, rng) -> list`` (the generator) is given ``chunk`` samples at a time so
+it can batch them. Every sample of the split (mirrored,
 as the official evaluation) is predicted, cropped or padded to the split's clip length, and
 scored against the real listener reactions of the sample's appropriate neighbours.
 """
@@ -26,30 +28,61 @@ def _fit(x: np.ndarray, frames: int) -> np.ndarray:
     return np.concatenate([x, pad], axis=-2)
 
 
-def evaluate(dataset: ReactDataset, predictor: Predictor, *, seed: int = 0, workers: int = 1,
-             progress: bool = True, limit: int | None = None) -> dict:  # fmt: skip
-    """Predict every sample (or the first ``limit``) and compute all reaction metrics."""
-    n = len(dataset) if limit is None else min(limit, len(dataset))
-    if n == 0:
+def collect(dataset: ReactDataset, predictor: Predictor, *, seed: int = 0,
+            progress: bool = True, limit: int | None = None, chunk: int = 32,
+            indices: list[int] | None = None) -> dict[str, np.ndarray | float]:  # fmt: skip
+    """Predict the samples ``indices`` (default: all, or the first ``limit``).
+
+    Returns ``{"predictions" (N, K, T, 58), "listeners" (N, T, 58), "speakers" (N, T, 58),
+    "indices" (N,), "predict_seconds"}``, every sequence fitted to the split's clip length.
+    """
+    if indices is None:
+        n = len(dataset) if limit is None else min(limit, len(dataset))
+        indices = list(range(n))
+    if not indices:
         raise ValueError("the split has no samples")
-    if dataset.neighbours is None:
-        raise ValueError("the split has no neighbour matrix: appropriateness cannot be scored")
     rng = np.random.default_rng(seed)
     start = time.perf_counter()
-    first = dataset[0]
-    frames = first.listener.frames
+    frames = dataset[indices[0]].listener.frames
     preds, listeners, speakers = [], [], []
-    for i in tqdm(range(n), desc="predict", unit="sample", disable=not progress):
-        s = dataset[i]
-        p = np.asarray(predictor(s, rng), dtype=np.float32)
-        if p.ndim != 3 or p.shape[-1] != 58:
-            raise ValueError(f"predictor returned shape {p.shape}, expected (K, T, 58)")
-        preds.append(_fit(p, frames))
-        listeners.append(_fit(s.listener.coeffs, frames))
-        speakers.append(_fit(s.speaker.coeffs, frames))
-    predicted = time.perf_counter()
-    result = evaluate_reactions(np.stack(preds), np.stack(listeners), np.stack(speakers),
-                                dataset.neighbours[:n, :n], workers=workers)  # fmt: skip
-    result["predict_seconds"] = round(predicted - start, 2)
-    result["metric_seconds"] = round(time.perf_counter() - predicted, 2)
+    many = getattr(predictor, "predict_many", None)
+    step = chunk if many is not None else 1
+    bar = tqdm(total=len(indices), desc="predict", unit="sample", disable=not progress)
+    for lo in range(0, len(indices), step):
+        batch = [dataset[i] for i in indices[lo: lo + step]]
+        outs = many(batch, rng) if many is not None else [predictor(batch[0], rng)]
+        for s, p in zip(batch, outs, strict=True):
+            p = np.asarray(p, dtype=np.float32)
+            if p.ndim != 3 or p.shape[-1] != 58:
+                raise ValueError(f"predictor returned shape {p.shape}, expected (K, T, 58)")
+            preds.append(_fit(p, frames))
+            listeners.append(_fit(s.listener.coeffs, frames))
+            speakers.append(_fit(s.speaker.coeffs, frames))
+        bar.update(len(batch))
+    bar.close()
+    return {"predictions": np.stack(preds), "listeners": np.stack(listeners),
+            "speakers": np.stack(speakers), "indices": np.asarray(indices),
+            "predict_seconds": round(time.perf_counter() - start, 2)}  # fmt: skip
+
+
+def score(collected: dict, neighbours: np.ndarray, *, workers: int = 1) -> dict:
+    """All reaction metrics of :func:`collect`'s output against ``neighbours`` (N, N) over the
+    collected samples (already restricted to them)."""
+    start = time.perf_counter()
+    result = evaluate_reactions(collected["predictions"], collected["listeners"],
+                                collected["speakers"], neighbours, workers=workers)  # fmt: skip
+    result["predict_seconds"] = collected["predict_seconds"]
+    result["metric_seconds"] = round(time.perf_counter() - start, 2)
     return result
+
+
+def evaluate(dataset: ReactDataset, predictor: Predictor, *, seed: int = 0, workers: int = 1,
+             progress: bool = True, limit: int | None = None, chunk: int = 32) -> dict:  # fmt: skip
+    """Predict every sample (or the first ``limit``) and compute all reaction metrics against
+    the split's neighbour matrix."""
+    if dataset.neighbours is None:
+        raise ValueError("the split has no neighbour matrix: appropriateness cannot be scored")
+    collected = collect(dataset, predictor, seed=seed, progress=progress, limit=limit,
+                        chunk=chunk)  # fmt: skip
+    idx = collected["indices"]
+    return score(collected, dataset.neighbours[np.ix_(idx, idx)], workers=workers)

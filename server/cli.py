@@ -102,15 +102,44 @@ def _world_make(args: argparse.Namespace) -> int:
 TABLE_KEYS = ("FRCorr", "FRDist", "FRCorr_58", "FRDist_58", "FRDiv", "FRDvs", "FRVar", "FRSyn")
 
 
-def _generator_predictor(path: str, k: int):
-    import torch
+def _generator_predictor(spec: str, k: int, split, personalised: bool, seed: int):  # noqa: ANN001
+    """``generator`` (the bundled weights, with PosNet) or ``generator:CHECKPOINT``; with
+    ``personalised`` each sample's listener is enrolled from a random 10 s of another of its
+    clips with the bundled style encoder and hypernetwork."""
+    import numpy as np
 
     from models.generator.checkpoint import load_generator
     from models.generator.predict import GeneratorPredictor
+    from models.personal.enrolment import enrol
+    from models.weights import load_default, resolve_device
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, _ = load_generator(path, device=device)
-    return GeneratorPredictor(model, k=k, device=device)
+    device = resolve_device("auto")
+    bundled = load_default(device) if spec == "generator" or personalised else None
+    if spec == "generator":
+        model, posnet = bundled.generator, bundled.posnet
+    else:
+        model, posnet = load_generator(spec.removeprefix("generator:"), device=device)[0], None
+    shifts_for = None
+    if personalised:
+        cache: dict[int, dict] = {}
+
+        def shifts_for(sample):  # noqa: ANN001, ANN202
+            if sample.index not in cache:
+                history = split.history(sample.index, 10.0,
+                                        np.random.default_rng([seed, sample.index]))
+                cache[sample.index] = enrol(bundled.style, bundled.hyper, history).factors
+            return cache[sample.index]
+
+    return GeneratorPredictor(model, posnet, k=k, device=str(device), shifts_for=shifts_for)
+
+
+def _train(args: argparse.Namespace) -> int:
+    """Run the training command line in a child process: the service never imports training
+    code (ARCHITECTURE.md §8), and a training run cannot disturb this process."""
+    import subprocess
+
+    rest = [a for a in args.rest if a != "--"] or ["--help"]
+    return subprocess.run([sys.executable, "-m", "models.train", *rest], check=False).returncode
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -122,23 +151,35 @@ def _eval(args: argparse.Namespace) -> int:
 
     names = list(NAMES) if args.model == "baselines" else [args.model]
     for name in names:
-        if not name.startswith(("baseline:", "generator:")) and name not in NAMES:
+        if (not name.startswith(("baseline:", "generator:")) and name not in NAMES
+                and name != "generator"):
             raise ValueError(f"--model {name!r}: expected 'baselines', 'baseline:<name>' with "
-                             f"<name> one of {', '.join(NAMES)}, or 'generator:<checkpoint>'")
+                             f"<name> one of {', '.join(NAMES)}, 'generator' (the bundled "
+                             "weights) or 'generator:<checkpoint>'")  # fmt: skip
     split = ReactDataset(args.data, args.split)
     train = None
     results = {}
     for name in names:
-        if name.startswith("generator:"):
-            label, predict = "generator", _generator_predictor(name.removeprefix("generator:"),
-                                                               args.k)  # fmt: skip
+        if name == "generator" or name.startswith("generator:"):
+            label = "personalised" if args.personalised else "generator"
+            predict = _generator_predictor(name, args.k, split, args.personalised, args.seed)
         else:
             label = name.removeprefix("baseline:")
             train = train or ReactDataset(args.data, "train")
             predict = Baseline(label, train, BaselineConfig(k=args.k, seed=args.seed)).predict
         log.info("evaluating %s on %s (%d samples)", label, args.split, len(split))
-        results[label] = evaluate(split, predict, seed=args.seed, workers=args.workers,
-                                  progress=not args.quiet, limit=args.limit)  # fmt: skip
+        if args.neighbours == "own":
+            import numpy as np
+
+            from models.evaluation import collect, score
+
+            got = collect(split, predict, seed=args.seed, progress=not args.quiet,
+                          limit=args.limit)  # fmt: skip
+            results[label] = score(got, np.eye(len(got["indices"]), dtype=bool),
+                                   workers=args.workers)  # fmt: skip
+        else:
+            results[label] = evaluate(split, predict, seed=args.seed, workers=args.workers,
+                                      progress=not args.quiet, limit=args.limit)  # fmt: skip
     header = f"{'model':<10}" + "".join(f"{k:>11}" for k in TABLE_KEYS)
     rows = [f"{m:<10}" + "".join(f"{r[k]:>11.4f}" for k in TABLE_KEYS) for m, r in results.items()]
     sys.stdout.write("\n".join([header, *rows]) + "\n")
@@ -206,12 +247,22 @@ def build_parser() -> argparse.ArgumentParser:
     mk.add_argument("--overwrite", action="store_true", help="replace an existing world")
     mk.set_defaults(func=_world_make)
 
+    tr = sub.add_parser("train", add_help=False,
+                        help="train generator|style|shifts|posnet|default (see rapport train -h)")
+    tr.add_argument("rest", nargs=argparse.REMAINDER)
+    tr.set_defaults(func=_train)
+
     ev = sub.add_parser("eval", help="score a model or baseline with the REACT metrics")
     ev.add_argument("--data", required=True, help="a tree in the REACT2024 layout")
     ev.add_argument("--split", default="test", choices=("train", "val", "test"))
     ev.add_argument("--model", default="baselines",
                     help="'baselines' (all of them), baseline:random|mime|mean|nearest, or "
-                    "generator:CHECKPOINT.safetensors")
+                    "generator (the bundled weights) or generator:CHECKPOINT.safetensors")
+    ev.add_argument("--personalised", action="store_true",
+                    help="enrol each sample's listener from 10 s of another of its clips")
+    ev.add_argument("--neighbours", default="official", choices=("official", "own"),
+                    help="appropriate reactions: the split's neighbour matrix, or only the "
+                    "listener's own reaction (person-specific)")
     ev.add_argument("--k", type=int, default=10, help="predictions per sample")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--workers", type=int, default=2, help="threads for the DTW metrics")

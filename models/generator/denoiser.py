@@ -49,7 +49,7 @@ from torch import Tensor, nn
 from models.face import layout
 from models.generator.config import GeneratorConfig
 from models.generator.lowrank import Shifts, scope, shifted_linear
-from models.generator.sampler import few_step_sample
+from models.generator.sampler import ddim_sample, few_step_sample
 from models.generator.schedule import alphas_cumprod
 
 SHIFT_KIND_LAYERS: dict[str, tuple[str, ...]] = {
@@ -288,17 +288,35 @@ class Denoiser(nn.Module):
 
 def sample_windows(model: Denoiser, memory: Memory, shifts: Shifts | None = None, *,
                    steps: int | None = None, generator: torch.Generator,
-                   x_T: Tensor | None = None) -> Tensor:  # fmt: skip
+                   x_T: Tensor | None = None, guidance: float = 1.0,
+                   uncond: Memory | None = None, full_ddim: bool = False) -> Tensor:  # fmt: skip
     """One reaction window per condition in ``memory``: few-step DDIM in the diffusion space,
-    returned as coefficients ``(B, W, 58)``. ``steps`` defaults to ``config.sample_steps``."""
+    returned as coefficients ``(B, W, 58)``. ``steps`` defaults to ``config.sample_steps``.
+
+    ``guidance`` ≠ 1 is classifier-free guidance: ``x̂0 = x̂0(∅) + g (x̂0(c) − x̂0(∅))`` with
+    ``uncond`` the memory encoded without the speaker context (:meth:`Denoiser.encode` with every
+    context frame invalid), two decoder calls per step. ``full_ddim`` lifts the few-step cap
+    (DDIM with any number of steps, as PerFRDiff samples).
+    """
     cfg = model.config
     ac = alphas_cumprod(cfg.diffusion_steps, cfg.schedule_offset)
     tokens = memory.tokens
     shape = (tokens.shape[0], cfg.window, cfg.face_dim)
+    if guidance != 1.0 and uncond is None:
+        raise ValueError("classifier-free guidance needs the unconditional memory (uncond)")
 
     def denoise(z_t: Tensor, step: Tensor) -> Tensor:  # in and out of the diffusion space
-        return model.normalize(model.decode(z_t, step, memory, shifts))
+        z0 = model.normalize(model.decode(z_t, step, memory, shifts))
+        if guidance == 1.0:
+            return z0
+        z0_u = model.normalize(model.decode(z_t, step, uncond, shifts))
+        return z0_u + guidance * (z0 - z0_u)
 
-    z0 = few_step_sample(denoise, shape, ac, steps=steps or cfg.sample_steps, generator=generator,
-                         device=tokens.device, dtype=tokens.dtype, x_T=x_T)  # fmt: skip
+    n = steps or cfg.sample_steps
+    if full_ddim:
+        z0 = ddim_sample(denoise, shape, ac, steps=n, generator=generator, device=tokens.device,
+                         dtype=tokens.dtype, x_T=x_T)  # fmt: skip
+    else:
+        z0 = few_step_sample(denoise, shape, ac, steps=n, generator=generator,
+                             device=tokens.device, dtype=tokens.dtype, x_T=x_T)  # fmt: skip
     return model.denormalize(z0)

@@ -2,9 +2,27 @@
 
 x0-prediction MSE (PerFRDiff trains its decoder the same way): draw a step ``t ~ U{0..T−1}`` and
 noise ``ε ~ N(0, I)`` per window, noise the target (in the denoiser's diffusion space,
-``Denoiser.normalize``) to ``x_t``, predict ``x̂0`` (coefficient space) and average the squared
-error over valid target frames, with separate weights on the 52 expression and the 6 pose dims
+``Denoiser.normalize``) to ``x_t``, predict ``x̂0`` and average the squared error over valid
+target frames, with separate weights on the 52 expression and the 6 pose dims
 (``GeneratorConfig.expression_weight`` / ``pose_weight``).
+
+The error is measured in the diffusion space ``z = (x − mean) / std``, so every coefficient
+counts by its spread in the data: in raw coefficients the head pose (std ≈ 0.05) and the small
+blendshapes would weigh next to nothing against the blink, and the model would learn only their
+mean. With the identity statistics of an untrained model both spaces coincide.
+
+Condition dropout (``cond_drop``): for that share of windows, drawn from ``generator``, the
+speaker's whole context is marked invalid, so the same network also learns the unconditional
+(listener-only) prediction that classifier-free guidance needs (:func:`~models.generator.
+denoiser.sample_windows` ``guidance``).
+
+Exposure bias: live, the previous listener frames are the generator's own output, not real
+frames, and a model that trusts them fully drifts window after window (a brow that is 2 % too
+high becomes 20 % too high a few seconds later). ``prev_noise`` adds Gaussian noise of a
+per-window standard deviation drawn from U(0, prev_noise) (in diffusion-space units, i.e. times
+each coefficient's spread) to the previous frames, and ``prev_drop`` hides them entirely for
+that share of windows, so the model learns to correct towards what the speaker and the
+listener's recent level imply rather than copy its input.
 """
 
 from __future__ import annotations
@@ -30,7 +48,9 @@ def dim_weights(denoiser: Denoiser, like: Tensor) -> Tensor:
 
 
 def diffusion_loss(denoiser: Denoiser, batch: Mapping[str, Tensor], ac: Tensor,
-                   generator: torch.Generator, shifts: Shifts | None = None) -> Tensor:  # fmt: skip
+                   generator: torch.Generator, shifts: Shifts | None = None,
+                   cond_drop: float = 0.0, prev_noise: float = 0.0,
+                   prev_drop: float = 0.0) -> Tensor:  # fmt: skip
     """Masked, dim-weighted x0 MSE of one batch (a scalar).
 
     ``batch`` holds the :class:`~models.data.torch_windows.WindowDataset` fields, batched:
@@ -45,14 +65,35 @@ def diffusion_loss(denoiser: Denoiser, batch: Mapping[str, Tensor], ac: Tensor,
     noise = torch.randn(target.shape, generator=generator, device=generator.device,
                         dtype=target.dtype)  # fmt: skip
     step, noise = step.to(target.device), noise.to(target.device)
+    if not (0.0 <= cond_drop < 1.0 and 0.0 <= prev_drop < 1.0 and prev_noise >= 0.0):
+        raise ValueError(f"cond_drop and prev_drop must be in [0, 1) and prev_noise >= 0, got "
+                         f"{cond_drop}, {prev_drop}, {prev_noise}")  # fmt: skip
+    prev, prev_valid = batch["listener_prev"], batch["prev_valid"] > 0  # (B, P, 58), (B, P)
+    if prev_noise > 0:
+        scale = torch.rand(b, generator=generator, device=generator.device) * prev_noise
+        eps = torch.randn(prev.shape, generator=generator, device=generator.device,
+                          dtype=prev.dtype)  # fmt: skip
+        jitter = scale.to(prev.device)[:, None, None] * eps.to(prev.device)
+        prev = prev + jitter * denoiser.face_std.to(prev.dtype)
+    if prev_drop > 0:
+        keep_prev = torch.rand(b, generator=generator, device=generator.device) >= prev_drop
+        prev_valid = prev_valid & keep_prev.to(prev.device)[:, None]
+    context_valid = batch["context_valid"] > 0  # (B, C)
+    audio_valid = batch.get("audio_valid")
+    audio_valid = None if audio_valid is None else audio_valid > 0
+    if cond_drop > 0:
+        keep = torch.rand(b, generator=generator, device=generator.device) >= cond_drop
+        keep = keep.to(target.device)[:, None]  # (B, 1)
+        context_valid = context_valid & keep
+        audio_valid = None if audio_valid is None else audio_valid & keep
     valid = batch["target_valid"] > 0  # (B, W)
     clean = torch.where(valid[..., None], target, 0.0)  # padded frames: neutral, whatever they hold
     x_t = q_sample(denoiser.normalize(clean), step, noise, ac)  # (B, W, 58), diffusion space
-    audio_valid = batch.get("audio_valid")
-    x0 = denoiser(x_t, step, batch["speaker_audio"], batch["speaker_face"],
-                  batch["context_valid"] > 0, batch["listener_prev"], batch["prev_valid"] > 0,
-                  shifts=shifts, audio_valid=None if audio_valid is None else audio_valid > 0)
+    x0 = denoiser(x_t, step, batch["speaker_audio"], batch["speaker_face"], context_valid,
+                  prev, prev_valid, shifts=shifts,
+                  audio_valid=audio_valid)  # fmt: skip
     mask = valid.to(target.dtype)  # (B, W)
-    err = (x0 - clean) ** 2 * dim_weights(denoiser, target)  # (B, W, 58)
+    err = (denoiser.normalize(x0) - denoiser.normalize(clean)) ** 2  # (B, W, 58), in z
+    err = err * dim_weights(denoiser, target)
     per_frame = err.mean(dim=-1)  # (B, W)
     return (per_frame * mask).sum() / mask.sum().clamp(min=1.0)

@@ -77,6 +77,10 @@ class Session:
                              f"(n, {layout.AUDIO_FEATURE_DIM}) and (n, {layout.DIM})")  # fmt: skip
         if audio_ok.shape != (n,) or face_ok.shape != (n,):
             raise ValueError("speaker frames: one audio and one face flag per frame")
+        audio_ok, face_ok = audio_ok.astype(bool), face_ok.astype(bool)
+        if not (np.isfinite(audio[audio_ok]).all() and np.isfinite(face[face_ok]).all()):
+            raise ValueError("speaker frames: non-finite values in frames flagged valid (flag "
+                             "them invalid instead)")  # fmt: skip
         self.audio = _push(self.audio, audio.astype(np.float32))
         self.audio_ok = _push(self.audio_ok, audio_ok.astype(bool))
         self.face = _push(self.face, face.astype(np.float32))
@@ -110,7 +114,10 @@ class OnlineRunner:
     """Generates the next window of many sessions in one batch on ``device``."""
 
     def __init__(self, model: Denoiser, posnet: PosNet | None = None, *, steps: int | None = None,
-                 device: torch.device | str = "cpu") -> None:  # fmt: skip
+                 device: torch.device | str = "cpu", guidance: float = 1.0) -> None:  # fmt: skip
+        if not 0.0 <= guidance <= 10.0:
+            raise ValueError(f"guidance must be in [0, 10], got {guidance}")
+        self.guidance = guidance
         self.model = model.eval().to(device)
         self.posnet = posnet.eval().to(device) if posnet is not None else None
         self.steps = steps
@@ -159,16 +166,20 @@ class OnlineRunner:
             return torch.from_numpy(np.stack(x)).to(self.device)
 
         ctx = [s.speaker_context() for s in sessions]
-        memory = self.model.encode(
-            tensor([c[0] for c in ctx]), tensor([c[2] for c in ctx]), tensor([c[3] for c in ctx]),
-            tensor([s.listener for s in sessions]), tensor([s.listener_ok for s in sessions]),
-            tensor([c[1] for c in ctx]),
-        )  # fmt: skip
+        audio, face = tensor([c[0] for c in ctx]), tensor([c[2] for c in ctx])
+        face_ok, audio_ok = tensor([c[3] for c in ctx]), tensor([c[1] for c in ctx])
+        prev, prev_ok = tensor([s.listener for s in sessions]), tensor([s.listener_ok
+                                                                         for s in sessions])
+        memory = self.model.encode(audio, face, face_ok, prev, prev_ok, audio_ok)
+        uncond = None
+        if self.guidance != 1.0:  # the same listener without the speaker: for guidance
+            off = torch.zeros_like(face_ok)
+            uncond = self.model.encode(audio, face, off, prev, prev_ok, off)
         noise = torch.stack([torch.randn(self.window, layout.DIM, generator=s.generator)
                              for s in sessions]).to(self.device)  # (B, W, 58)
         windows = sample_windows(self.model, memory, self._batch_shifts(sessions),
                                  steps=self.steps, generator=sessions[0].generator,
-                                 x_T=noise)  # fmt: skip
+                                 x_T=noise, guidance=self.guidance, uncond=uncond)  # fmt: skip
         windows = self._smooth(sessions, windows)
         out = []
         for s, w in zip(sessions, windows.cpu().numpy(), strict=True):

@@ -1,51 +1,207 @@
-"""Training command line: ``python -m models.train generator --data DIR --out DIR [...]``.
+"""Training command line: ``python -m models.train generator|style|shifts|posnet|default``.
 
-Kept apart from the service's ``rapport`` command so the serving code never imports training
-code (ARCHITECTURE.md §8). Parses arguments into the recipe's config and calls the recipe.
+(``rapport train ...`` runs this module in a child process, so the serving code never imports
+training code: ARCHITECTURE.md §8.)
+
+Every recipe takes ``--data DIR --out DIR``, an optional ``--config FILE`` (JSON or TOML: keys
+are the fields of the recipe's config dataclass; an unknown key is an error that lists the known
+ones) and ``--set KEY=VALUE`` overrides (values parsed as JSON, else kept as strings). Flags win
+over ``--set``, which wins over the file. ``default`` runs the whole pipeline that produces the
+bundled weights (``models/weights``): generator, style encoder, shifts, PosNet.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
+import shutil
 import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
 
+from models.generator.config import GeneratorConfig
+from models.personal.hyper import HyperConfig
 from models.train.generator import TrainGeneratorConfig, train_generator
+from models.train.personal import TrainShiftsConfig, TrainStyleConfig, train_shifts, train_style
+from models.train.posnet import TrainPosNetConfig, train_posnet
+
+log = logging.getLogger("models.train")
+
+RECIPES = {
+    "generator": (TrainGeneratorConfig, train_generator),
+    "style": (TrainStyleConfig, train_style),
+    "shifts": (TrainShiftsConfig, train_shifts),
+    "posnet": (TrainPosNetConfig, train_posnet),
+}
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+"""Where ``default --install`` copies the bundled weights."""
+
+DEFAULT_PIPELINE: dict[str, dict[str, Any]] = {
+    "generator": {"steps": 9000, "batch_size": 64, "lr": 5e-4, "warmup": 300,
+                  "prev_noise": 1.0, "prev_drop": 0.2},
+    "style": {"steps": 1500},
+    "shifts": {"steps": 1500},
+    "posnet": {"steps": 1500},
+}
+"""The recipe settings of the bundled weights (everything else is the recipe's default)."""
+
+
+def read_config_file(path: str | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"{path}: no such config file")
+    text = p.read_text()
+    try:
+        data = tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
+        raise ValueError(f"{path}: not valid {'TOML' if p.suffix == '.toml' else 'JSON'} "
+                         f"({err})") from err  # fmt: skip
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: the config must be an object of settings")
+    return data
+
+
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def build_config(recipe: str, values: dict[str, Any]) -> Any:
+    """The recipe's config dataclass from ``values``; unknown keys are a ``ValueError``."""
+    cls = RECIPES[recipe][0]
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown {recipe} config keys {unknown}; known: {sorted(known)}")
+    values = dict(values)
+    if isinstance(values.get("generator"), dict) and recipe == "generator":
+        values["generator"] = GeneratorConfig.from_dict(values["generator"])
+    if isinstance(values.get("hyper"), dict):
+        hknown = {f.name for f in dataclasses.fields(HyperConfig)}
+        if bad := sorted(set(values["hyper"]) - hknown):
+            raise ValueError(f"unknown hyper config keys {bad}; known: {sorted(hknown)}")
+        values["hyper"] = HyperConfig(**values["hyper"])
+    if isinstance(values.get("shift_layers"), list):
+        values["shift_layers"] = tuple(values["shift_layers"])
+    try:
+        return cls(**values)
+    except TypeError as err:
+        raise ValueError(f"{recipe} config: {err}") from err
+
+
+def run_default(data: str, out: str, *, seed: int, device: str, install: bool, progress: bool,
+                overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
+    """Generator → style → shifts → PosNet into ``out/<recipe>``; with ``install`` the three
+    weight files and ``training.json`` are copied into ``models/weights``."""
+    root = Path(out)
+    start = time.perf_counter()
+    stages: dict[str, Any] = {}
+    common = {"data_root": data, "seed": seed, "device": device}
+    plan = {k: {**v, **overrides.get(k, {})} for k, v in DEFAULT_PIPELINE.items()}
+    gen_dir, style_dir, shifts_dir, pos_dir = (root / k for k in RECIPES)
+    stages["generator"] = train_generator(build_config("generator", {
+        **common, "feature_cache": root / "features", **plan["generator"], "out_dir": gen_dir}),
+        progress=progress)  # fmt: skip
+    generator = gen_dir / "generator.safetensors"
+    stages["style"] = train_style(build_config("style", {
+        **common, **plan["style"], "out_dir": style_dir}), progress=progress)  # fmt: skip
+    stages["shifts"] = train_shifts(build_config("shifts", {
+        **common, **plan["shifts"], "out_dir": shifts_dir, "generator": generator,
+        "style": style_dir / "personal.safetensors"}), progress=progress)  # fmt: skip
+    stages["posnet"] = train_posnet(build_config("posnet", {
+        **common, **plan["posnet"], "out_dir": pos_dir, "generator": generator}),
+        progress=progress)  # fmt: skip
+    report = {
+        "command": "python -m models.train default " + " ".join(sys.argv[2:]),
+        "seed": seed, "device": device, "seconds": round(time.perf_counter() - start, 1),
+        "stage_seconds": {k: round(v.get("seconds", 0.0), 1) for k, v in stages.items()},
+        "generator": {k: stages["generator"][k] for k in ("steps", "final_loss_ema",
+                                                           "parameters", "train_windows")},
+        "style": stages["style"]["metrics"],
+        "shifts": {**stages["shifts"]["metrics"],
+                   "hyper_parameters": stages["shifts"]["hyper_parameters"]},
+        "posnet": stages["posnet"]["val"],
+        "plan": plan,
+    }  # fmt: skip
+    (root / "training.json").write_text(json.dumps(report, indent=2) + "\n")
+    if install:
+        DEFAULT_WEIGHTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(generator, DEFAULT_WEIGHTS / "generator.safetensors")
+        shutil.copyfile(shifts_dir / "personal.safetensors",
+                        DEFAULT_WEIGHTS / "personal.safetensors")  # fmt: skip
+        shutil.copyfile(pos_dir / "posnet.safetensors", DEFAULT_WEIGHTS / "posnet.safetensors")
+        shutil.copyfile(root / "training.json", DEFAULT_WEIGHTS / "training.json")
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m models.train", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m models.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="recipe", required=True)
-    gen = sub.add_parser("generator", help="the generic reaction generator (diffusion denoiser)")
-    gen.add_argument("--data", required=True, help="a REACT-layout tree (e.g. the synthetic world)")
-    gen.add_argument("--out", required=True, help="run folder (resumes when it holds one)")
-    gen.add_argument("--config", default="default", choices=("default", "tiny"))
-    gen.add_argument("--steps", type=int, default=20_000)
-    gen.add_argument("--batch-size", type=int, default=64)
-    gen.add_argument("--lr", type=float, default=3e-4)
-    gen.add_argument("--warmup", type=int, default=500)
-    gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    gen.add_argument("--checkpoint-every", type=int, default=1000)
-    gen.add_argument("--feature-cache", help="folder caching the audio features")
-    gen.add_argument("-q", "--quiet", action="store_true")
+    helps = {"generator": "the generic reaction generator (diffusion denoiser)",
+             "style": "the style encoder (contrastive, over 10-s clips)",
+             "shifts": "the hypernetwork's low-rank shifts (generator and style frozen)",
+             "posnet": "PosNet on the frozen generator's output",
+             "default": "the whole pipeline of the bundled weights"}  # fmt: skip
+    for name, text in helps.items():
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--data", required=True, help="a REACT-layout tree (the synthetic world)")
+        p.add_argument("--out", required=True, help="run folder")
+        p.add_argument("--config", help="JSON or TOML file of config settings")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+        p.add_argument("--seed", type=int)
+        p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+        p.add_argument("--steps", type=int)
+        p.add_argument("-q", "--quiet", action="store_true")
+        if name in ("shifts", "posnet"):
+            p.add_argument("--generator", help="generator checkpoint (frozen)")
+        if name == "shifts":
+            p.add_argument("--style", help="style checkpoint from the style recipe")
+        if name == "default":
+            p.add_argument("--install", action="store_true",
+                           help="copy the results into models/weights (the bundled weights)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
-    cfg = TrainGeneratorConfig(
-        data_root=args.data, out_dir=args.out, generator=args.config, steps=args.steps,
-        batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, seed=args.seed,
-        device=args.device, checkpoint_every=args.checkpoint_every,
-        feature_cache=args.feature_cache,
-    )  # fmt: skip
     try:
-        summary = train_generator(cfg, progress=not args.quiet)
+        values = {**read_config_file(args.config), **parse_sets(args.set)}
+        flags = {"seed": args.seed, "device": args.device, "steps": args.steps,
+                 "generator": getattr(args, "generator", None),
+                 "style": getattr(args, "style", None)}  # fmt: skip
+        values.update({k: v for k, v in flags.items() if v is not None})
+        if args.recipe == "default":
+            unknown = sorted(set(values) - {"seed", "device", *DEFAULT_PIPELINE})
+            if unknown:
+                raise ValueError(f"unknown default config keys {unknown}; known: seed, device, "
+                                 f"and one object per recipe {sorted(DEFAULT_PIPELINE)}")
+            overrides = {k: v for k, v in values.items() if k in DEFAULT_PIPELINE}
+            summary = run_default(args.data, args.out, seed=values.get("seed", 0),
+                                  device=values.get("device", "auto"), install=args.install,
+                                  progress=not args.quiet, overrides=overrides)  # fmt: skip
+        else:
+            values.update(data_root=args.data, out_dir=args.out)
+            cfg = build_config(args.recipe, values)
+            summary = RECIPES[args.recipe][1](cfg, progress=not args.quiet)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
-        logging.getLogger("models.train").error("%s", err)
+        log.error("%s", err)
         return 2
-    sys.stdout.write(json.dumps({k: summary[k] for k in ("steps", "final_loss_ema", "seconds",
-                                                          "device", "seed")}) + "\n")
+    keys = ("steps", "seconds", "seed", "metrics", "val", "final_loss_ema", "stage_seconds")
+    sys.stdout.write(json.dumps({k: summary[k] for k in keys if k in summary}) + "\n")
     return 0
 
 

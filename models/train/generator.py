@@ -81,6 +81,12 @@ class TrainGeneratorConfig:
     warmup: int = 500
     """Steps of linear warmup from ``lr / warmup`` to ``lr``."""
     grad_clip: float = 1.0
+    cond_drop: float = 0.1
+    """Share of windows trained without the speaker context (for classifier-free guidance)."""
+    prev_noise: float = 0.5
+    """Largest noise (in diffusion-space units) added to the previous listener frames."""
+    prev_drop: float = 0.1
+    """Share of windows trained without the previous listener frames."""
     """Max gradient norm; 0 turns clipping off."""
     seed: int = 0
     device: str = "auto"
@@ -122,6 +128,10 @@ class TrainGeneratorConfig:
             raise ValueError(f"stride must be at least 1, got {self.stride}")
         if self.max_train_samples is not None and self.max_train_samples < 1:
             raise ValueError(f"max_train_samples must be at least 1, got {self.max_train_samples}")
+        if not (0.0 <= self.cond_drop < 1.0 and 0.0 <= self.prev_drop < 1.0):
+            raise ValueError("cond_drop and prev_drop must be in [0, 1)")
+        if self.prev_noise < 0:
+            raise ValueError(f"prev_noise must be non-negative, got {self.prev_noise}")
         if not 0.0 <= self.loss_ema < 1.0:
             raise ValueError(f"loss_ema must be in [0, 1), got {self.loss_ema}")
 
@@ -138,6 +148,15 @@ class TrainGeneratorConfig:
         if self.feature_cache is not None:
             out["feature_cache"] = str(self.feature_cache)
         return out
+
+
+def require_tree(root: str | Path, split: str = "train") -> None:
+    """A clear error when ``root`` is not a REACT-layout tree with ``split``."""
+    pairs_csv = rl.SplitPaths(Path(root), split).pairs_csv
+    if not pairs_csv.is_file():
+        raise DatasetError(f"{root}: not a REACT-layout tree with a {split} split "
+                           f"(no {pairs_csv}); make one with `rapport world make` or "
+                           "`rapport data prepare`")  # fmt: skip
 
 
 def resolve_device(name: str) -> torch.device:
@@ -244,11 +263,7 @@ def train_generator(cfg: TrainGeneratorConfig, *, progress: bool = True,
     device = resolve_device(cfg.device)
     out = Path(cfg.out_dir)
     root = Path(cfg.data_root)
-    pairs_csv = rl.SplitPaths(root, "train").pairs_csv
-    if not pairs_csv.is_file():
-        raise DatasetError(f"{root}: not a REACT-layout tree with a train split "
-                           f"(no {pairs_csv}); make one with `rapport world make` or "
-                           "`rapport data prepare`")  # fmt: skip
+    require_tree(root)
     out.mkdir(parents=True, exist_ok=True)
     model_path, state_path = out / MODEL_FILE, out / STATE_FILE
     if state_path.exists() and not cfg.resume:
@@ -337,7 +352,8 @@ def train_generator(cfg: TrainGeneratorConfig, *, progress: bool = True,
             with open(out / LOG_FILE, "a") as log_file:
                 while step < end:
                     batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
-                    loss = diffusion_loss(model, batch, ac, noise_gen)
+                    loss = diffusion_loss(model, batch, ac, noise_gen, cond_drop=cfg.cond_drop,
+                                          prev_noise=cfg.prev_noise, prev_drop=cfg.prev_drop)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     if cfg.grad_clip > 0:

@@ -439,3 +439,60 @@ def test_tiny_model_overfits_one_batch() -> None:
     after = eval_loss()
     assert after < before / 5, (before, after)
     assert time.perf_counter() - start < 10
+
+
+def test_loss_is_measured_in_the_diffusion_space() -> None:
+    cfg = tiny_config()
+    model, batch = make_model(cfg), make_batch(cfg, 4, 1)
+    ac = alphas_cumprod(cfg.diffusion_steps)
+    plain = diffusion_loss(model, batch, ac, torch.Generator().manual_seed(0))
+    # halving every std doubles every error in z: about 4x the loss (not exactly, as x_t and
+    # hence the prediction change too); a loss in raw coefficients would barely move
+    model.set_face_stats(torch.zeros(layout.DIM), torch.full((layout.DIM,), 0.5), min_std=0.0)
+    halved = diffusion_loss(model, batch, ac, torch.Generator().manual_seed(0))
+    assert halved > 2 * plain, (plain, halved)
+
+
+def test_condition_and_previous_frame_dropout() -> None:
+    cfg = tiny_config()
+    model, batch = make_model(cfg), make_batch(cfg, 4, 1)
+    ac = alphas_cumprod(cfg.diffusion_steps)
+    g = torch.Generator()
+    off = dict(batch, context_valid=torch.zeros_like(batch["context_valid"]),
+               audio_valid=torch.zeros_like(batch["audio_valid"]))
+    dropped = diffusion_loss(model, batch, ac, g.manual_seed(0), cond_drop=1 - 1e-12)
+    torch.testing.assert_close(dropped, diffusion_loss(model, off, ac, g.manual_seed(0)))
+    no_prev = dict(batch, prev_valid=torch.zeros_like(batch["prev_valid"]))
+    dropped = diffusion_loss(model, batch, ac, g.manual_seed(0), prev_drop=1 - 1e-12)
+    torch.testing.assert_close(dropped, diffusion_loss(model, no_prev, ac, g.manual_seed(0)))
+    noisy = diffusion_loss(model, batch, ac, g.manual_seed(0), prev_noise=2.0)
+    assert torch.isfinite(noisy) and noisy != diffusion_loss(model, batch, ac, g.manual_seed(0))
+    for bad in ({"cond_drop": 1.0}, {"prev_drop": -0.1}, {"prev_noise": -1.0}):
+        with pytest.raises(ValueError, match="cond_drop|prev"):
+            diffusion_loss(model, batch, ac, g.manual_seed(0), **bad)
+
+
+def test_guidance_and_full_ddim_sampling() -> None:
+    cfg = tiny_config()
+    model, batch = make_model(cfg), make_batch(cfg, 3, 2)
+    memory = model.encode(batch["speaker_audio"], batch["speaker_face"],
+                          batch["context_valid"] > 0, batch["listener_prev"],
+                          batch["prev_valid"] > 0)  # fmt: skip
+    off = model.encode(batch["speaker_audio"], batch["speaker_face"],
+                       torch.zeros_like(batch["context_valid"]) > 0, batch["listener_prev"],
+                       batch["prev_valid"] > 0)  # fmt: skip
+    x_T = torch.randn(3, cfg.window, layout.DIM, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator()
+    with torch.no_grad():
+        plain = sample_windows(model, memory, generator=g, x_T=x_T)
+        # guidance between a memory and itself is the plain prediction
+        same = sample_windows(model, memory, generator=g, x_T=x_T, guidance=3.0, uncond=memory)
+        torch.testing.assert_close(same, plain)
+        guided = sample_windows(model, memory, generator=g, x_T=x_T, guidance=3.0, uncond=off)
+        assert not torch.allclose(guided, plain)
+        long = sample_windows(model, memory, generator=g, x_T=x_T, steps=20, full_ddim=True)
+        assert long.shape == plain.shape and torch.isfinite(long).all()
+    with pytest.raises(ValueError, match="unconditional"):
+        sample_windows(model, memory, generator=g, guidance=2.0)
+    with pytest.raises(ValueError, match="few-step"):
+        sample_windows(model, memory, generator=g, steps=20)

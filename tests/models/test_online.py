@@ -109,3 +109,12 @@ def test_bad_use_is_refused(runner) -> None:
         runner.new_session(seed=0, shifts={"nope": (torch.zeros(1, 1), torch.zeros(1, 1))})
     with pytest.raises(ValueError, match="must be"):
         s.push_speaker(np.zeros((2, 3)), np.ones(2, bool), np.zeros((2, 58)), np.ones(2, bool))
+    audio, audio_ok, face, face_ok = frames(np.random.default_rng(5), 4)
+    face[1, 3] = np.nan
+    fresh = runner.new_session(seed=0)
+    with pytest.raises(ValueError, match="non-finite"):
+        fresh.push_speaker(audio, audio_ok, face, face_ok)
+    assert fresh.received == 0  # nothing was taken
+    face_ok[1] = False  # a NaN in a frame flagged invalid is never read
+    fresh.push_speaker(audio, audio_ok, face, face_ok)
+    assert fresh.received == 4

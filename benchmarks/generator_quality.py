@@ -1,0 +1,139 @@
+"""Appropriateness, diversity and smoothness of the generator on the synthetic test split.
+
+Every model is scored in one run, side by side with the naive baselines, on the same samples:
+
+- **official neighbours** (``neighbour_emotion_test.npy``: the other listeners' reactions to the
+  same script count as appropriate): random, mime, mean, nearest, the generic generator with and
+  without PosNet, and the personalised generator (+ PosNet);
+- **own-listener neighbours** (the person-specific set: the only appropriate reaction is the
+  listener's own, as each script is heard once by each listener): generic vs personalised. Test
+  listeners are never seen in training; each is enrolled from a random 10-s crop of *another* of
+  its clips;
+- **smoothness**: the pose's seam/inside velocity ratio of the generic stream without and with
+  PosNet (:func:`models.metrics.smoothness.seam_jumps`).
+
+The official metric scale is kept (FRCorr, FRDist summed over the K predictions). Prints a table
+and writes ``benchmarks/results/generator_quality.json``.
+
+Usage: python benchmarks/generator_quality.py [--world DIR] [--weights DIR] [--limit N]
+                                              [--k 10] [--workers 2] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.baselines import NAMES, Baseline
+from models.data.dataset import ReactDataset, Sample
+from models.evaluation import collect, score
+from models.generator.checkpoint import load_generator
+from models.generator.predict import GeneratorPredictor
+from models.metrics.smoothness import seam_jumps
+from models.personal.checkpoint import load_personal
+from models.personal.enrolment import enrol
+from models.posnet.model import load_posnet
+
+ROOT = Path(__file__).resolve().parents[1]
+KEYS = ("FRCorr", "FRDist", "FRCorr_58", "FRDist_58", "FRDiv", "FRDvs", "FRVar", "FRSyn")
+
+
+def enrolments(test: ReactDataset, personal_path: Path, seed: int):  # noqa: ANN201
+    """``shifts_for(sample)``: the listener enrolled from a 10-s crop of another of its clips
+    (deterministic per sample), cached per listener clip."""
+    style, hyper, _ = load_personal(personal_path)
+    if hyper is None:
+        raise SystemExit(f"{personal_path}: holds no hypernetwork (train shifts first)")
+    cache: dict[int, dict] = {}
+
+    def shifts_for(sample: Sample) -> dict:
+        if sample.index not in cache:
+            rng = np.random.default_rng([seed, sample.index])
+            history = test.history(sample.index, 10.0, rng)
+            cache[sample.index] = enrol(style, hyper, history).factors
+        return cache[sample.index]
+
+    return shifts_for
+
+
+def table(rows: dict[str, dict], keys: tuple[str, ...] = KEYS) -> str:
+    lines = ["| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | " + " | ".join(f"{r[k]:.4g}" for k in keys) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--world", default=str(ROOT / ".cache/world-default"))
+    ap.add_argument("--weights", default=str(ROOT / "models/weights"))
+    ap.add_argument("--limit", type=int, help="score only the first N test samples")
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip-baselines", action="store_true")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/generator_quality.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(max(1, args.workers))
+    weights = Path(args.weights)
+    test = ReactDataset(args.world, "test")
+    n = len(test) if args.limit is None else min(args.limit, len(test))
+    idx = list(range(n))
+    official = test.neighbours[np.ix_(idx, idx)]
+    own = np.eye(n, dtype=bool)
+    model, meta = load_generator(weights / "generator.safetensors")
+    posnet = load_posnet(weights / "posnet.safetensors")
+    shifts_for = enrolments(test, weights / "personal.safetensors", args.seed)
+
+    predictors: dict[str, object] = {}
+    if not args.skip_baselines:
+        train = ReactDataset(args.world, "train")
+        for name in NAMES:
+            predictors[name] = Baseline(name, train).predict
+    predictors["generic"] = GeneratorPredictor(model, None, k=args.k)
+    predictors["generic + PosNet"] = GeneratorPredictor(model, posnet, k=args.k)
+    predictors["personalised + PosNet"] = GeneratorPredictor(model, posnet, k=args.k,
+                                                             shifts_for=shifts_for)  # fmt: skip
+    start = time.perf_counter()
+    results: dict[str, dict] = {"official": {}, "own_listener": {}, "smoothness": {}}
+    collected = {}
+    for name, predictor in predictors.items():
+        print(f"-- {name}", flush=True)
+        k = args.k if isinstance(predictor, GeneratorPredictor) else args.k
+        collected[name] = collect(test, predictor, seed=args.seed, indices=idx, progress=False)
+        collected[name]["predictions"] = collected[name]["predictions"][:, :k]
+        results["official"][name] = score(collected[name], official, workers=args.workers)
+        print({key: round(results["official"][name][key], 4) for key in KEYS}, flush=True)
+    for name in ("generic + PosNet", "personalised + PosNet"):
+        results["own_listener"][name] = score(collected[name], own, workers=args.workers)
+    for name in ("generic", "generic + PosNet", "personalised + PosNet"):
+        results["smoothness"][name] = seam_jumps(collected[name]["predictions"],
+                                                 model.config.window)["pose"]  # fmt: skip
+    raw, smooth = (results["smoothness"][k]["velocity_seam"] for k in ("generic",
+                                                                        "generic + PosNet"))
+    results["smoothness"]["seam_jump_cut"] = raw / smooth
+    results["meta"] = {"samples": n, "k": args.k, "world": args.world, "seed": args.seed,
+                       "generator_extra": {k: meta["extra"].get(k) for k in ("step", "seed")},
+                       "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
+    print("\nofficial neighbours (REACT protocol):")
+    print(table(results["official"]))
+    print("\nown-listener neighbours (personalised appropriateness):")
+    print(table(results["own_listener"]))
+    s = results["smoothness"]
+    print(f"\nPosNet: pose velocity at seams {s['generic']['velocity_seam']:.4f} -> "
+          f"{s['generic + PosNet']['velocity_seam']:.4f} ({s['seam_jump_cut']:.1f}x cut); "
+          f"seam/inside ratio {s['generic']['velocity_ratio']:.2f} -> "
+          f"{s['generic + PosNet']['velocity_ratio']:.2f}")  # fmt: skip
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2, default=float) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

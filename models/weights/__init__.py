@@ -1,0 +1,62 @@
+"""The bundled default weights and how everything downstream loads them.
+
+``generator.safetensors`` (the denoiser), ``personal.safetensors`` (style encoder and
+hypernetwork), ``posnet.safetensors`` and ``training.json`` (the command, seed, time and metrics
+of the run that made them) are produced by ``python -m models.train default --data WORLD --out
+RUN --install`` (see the README). :func:`load_default` returns them ready for inference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from models.generator.checkpoint import load_generator
+from models.generator.denoiser import Denoiser
+from models.personal.checkpoint import load_personal
+from models.personal.hyper import HyperNetwork
+from models.personal.style import StyleEncoder
+from models.posnet.model import PosNet, load_posnet
+
+WEIGHTS_DIR = Path(__file__).resolve().parent
+FILES = ("generator.safetensors", "personal.safetensors", "posnet.safetensors")
+
+
+@dataclass
+class DefaultModels:
+    generator: Denoiser
+    posnet: PosNet
+    style: StyleEncoder
+    hyper: HyperNetwork
+    generator_meta: dict
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto``: CUDA when present, else the CPU; ``cuda`` without CUDA is a ``ValueError``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for but CUDA is not available")
+    return device
+
+
+def load_default(device: str | torch.device = "auto", directory: str | Path | None = None
+                 ) -> DefaultModels:  # fmt: skip
+    """The bundled (or ``directory``'s) generator, PosNet, style encoder and hypernetwork, in
+    eval mode on ``device``. Missing files are a ``FileNotFoundError`` naming the command that
+    makes them."""
+    root = Path(directory) if directory is not None else WEIGHTS_DIR
+    dev = resolve_device(device) if isinstance(device, str) else device
+    missing = [f for f in FILES if not (root / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{root}: missing {missing}; make them with `python -m "
+                                "models.train default --data WORLD --out RUN --install`")
+    generator, meta = load_generator(root / FILES[0], device=dev)
+    style, hyper, _ = load_personal(root / FILES[1], device=dev)
+    if hyper is None:
+        raise ValueError(f"{root / FILES[1]}: holds no hypernetwork")
+    posnet = load_posnet(root / FILES[2], device=dev)
+    return DefaultModels(generator, posnet, style, hyper, meta)

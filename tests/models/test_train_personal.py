@@ -1,0 +1,157 @@
+"""The style, shifts and PosNet recipes and the training command line on a tiny world."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.data.dataset import ReactDataset
+from models.data.torch_windows import WindowDataset
+from models.data.world import WorldConfig, make_world
+from models.face import layout
+from models.generator.checkpoint import load_generator
+from models.generator.config import tiny_config
+from models.generator.loss import diffusion_loss
+from models.generator.predict import GeneratorPredictor
+from models.generator.schedule import alphas_cumprod
+from models.personal.checkpoint import load_personal
+from models.personal.enrolment import enrol
+from models.personal.hyper import to_shifts
+from models.posnet.model import load_posnet
+from models.train.__main__ import main as train_main
+from models.train.generator import TrainGeneratorConfig, train_generator
+from models.train.personal import TrainShiftsConfig, TrainStyleConfig, train_shifts, train_style
+from models.train.posnet import TrainPosNetConfig, apply_posnet, train_posnet
+
+TINY = dataclasses.replace(tiny_config(), context=12, prev=4)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("personal_world") / "world"
+    make_world(WorldConfig(listeners=6, clips_per_listener=2, seconds=11, seed=2), root,
+               progress=False, workers=1)  # fmt: skip
+    return root
+
+
+@pytest.fixture(scope="module")
+def runs(world: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("personal_runs")
+    train_generator(TrainGeneratorConfig(data_root=world, out_dir=base / "gen", generator=TINY,
+                                         steps=40, batch_size=16, lr=3e-3, warmup=5, seed=0,
+                                         device="cpu"), progress=False)  # fmt: skip
+    style = train_style(TrainStyleConfig(data_root=world, out_dir=base / "style", steps=25,
+                                         persons=4, device="cpu"), progress=False)  # fmt: skip
+    shifts = train_shifts(TrainShiftsConfig(
+        data_root=world, out_dir=base / "shifts", generator=base / "gen/generator.safetensors",
+        style=base / "style/personal.safetensors", steps=60, batch_size=16, lr=3e-3, warmup=5,
+        crops_per_clip=2, device="cpu"), progress=False)  # fmt: skip
+    posnet = train_posnet(TrainPosNetConfig(
+        data_root=world, out_dir=base / "posnet", generator=base / "gen/generator.safetensors",
+        samples=4, val_samples=2, k=2, steps=40, batch_size=8, unroll=3, device="cpu"),
+        progress=False)  # fmt: skip
+    return {"base": base, "style": style, "shifts": shifts, "posnet": posnet}
+
+
+def test_style_recipe_writes_a_style_only_checkpoint(runs: dict) -> None:
+    summary = runs["style"]
+    acc = summary["metrics"]["val_identification"]
+    assert 0.0 <= acc <= 1.0 and summary["metrics"]["val_persons"] >= 2
+    encoder, hyper, extra = load_personal(runs["base"] / "style/personal.safetensors")
+    assert hyper is None and extra["recipe"] == "style" and extra["seed"] == 0
+    styles = encoder(torch.rand(2, 250, layout.DIM))
+    assert torch.allclose(styles.norm(dim=-1), torch.ones(2), atol=1e-5)
+
+
+def test_shifts_lower_the_loss_on_the_listeners_they_were_trained_on(world: Path,
+                                                                     runs: dict) -> None:
+    model, _ = load_generator(runs["base"] / "gen/generator.safetensors")
+    encoder, hyper, extra = load_personal(runs["base"] / "shifts/personal.safetensors")
+    assert hyper is not None and set(hyper.targets) == set(model.shift_targets())
+    assert extra["recipe"] == "shifts" and extra["style_metrics"] is not None
+    train = ReactDataset(world, "train")
+    windows = WindowDataset(train, w=TINY.window, context=TINY.context, prev=TINY.prev)
+    picks = list(range(0, len(windows), max(1, len(windows) // 48)))[:48]
+    items = [windows[k] for k in picks]
+    batch = {k: torch.stack([it[k] for it in items]) for k in items[0] if k not in ("index", "t")}
+    rng = np.random.default_rng(0)
+    factors = {}
+    for i in sorted({int(it["index"]) for it in items}):
+        factors[i] = enrol(encoder, hyper, train.history(i, 10.0, rng, same_clip_ok=True)).factors
+    stacked = {name: (torch.stack([factors[int(it["index"])][name][0] for it in items]),
+                      torch.stack([factors[int(it["index"])][name][1] for it in items]))
+               for name in hyper.targets}  # fmt: skip
+    ac = alphas_cumprod(TINY.diffusion_steps, TINY.schedule_offset)
+    generic, personal = [], []
+    with torch.no_grad():
+        for seed in range(8):
+            g = torch.Generator().manual_seed(seed)
+            generic.append(diffusion_loss(model, batch, ac, g).item())
+            g = torch.Generator().manual_seed(seed)
+            personal.append(diffusion_loss(model, batch, ac, g, to_shifts(stacked)).item())
+    assert np.mean(personal) < np.mean(generic), (personal, generic)
+    assert any(float(a.abs().max()) > 0 for a, _ in factors[min(factors)].values())
+
+
+def test_posnet_recipe_cuts_the_seam_jump_and_keeps_expression(runs: dict) -> None:
+    report = runs["posnet"]["val"]
+    assert report["seam_jump_cut"] > 1.0, report
+    assert report["velocity_seam_after"] < report["velocity_seam_before"]
+    posnet = load_posnet(runs["base"] / "posnet/posnet.safetensors")
+    pose = np.cumsum(np.random.default_rng(0).normal(0, 0.01, (2, 40, 6)), axis=1)
+    out = apply_posnet(posnet, pose.astype(np.float32))
+    assert out.shape == (2, 40, 6) and np.array_equal(out[:, :8], pose[:, :8].astype(np.float32))
+
+
+def test_personalised_predictor_uses_the_enrolment(world: Path, runs: dict) -> None:
+    model, _ = load_generator(runs["base"] / "gen/generator.safetensors")
+    encoder, hyper, _ = load_personal(runs["base"] / "shifts/personal.safetensors")
+    test = ReactDataset(world, "test")
+    sample = test[0]
+    factors = enrol(encoder, hyper, test.history(0, 10.0, np.random.default_rng(0),
+                                                 same_clip_ok=True)).factors  # fmt: skip
+    generic = GeneratorPredictor(model, k=2)(sample, np.random.default_rng(1))
+    personal = GeneratorPredictor(model, k=2, shifts_for=lambda s: factors)(
+        sample, np.random.default_rng(1))
+    assert generic.shape == personal.shape == (2, sample.speaker.frames, layout.DIM)
+    assert not np.allclose(generic, personal)
+    many = GeneratorPredictor(model, k=2, max_batch=3).predict_many([test[0], test[1]],
+                                                                    np.random.default_rng(1))
+    assert np.allclose(many[0], generic, atol=1e-5)
+
+
+def test_training_cli_config_files_and_errors(world: Path, tmp_path: Path,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"steps": 3, "colour": "blue"}))
+    assert train_main(["style", "--data", str(world), "--out", str(tmp_path / "s"),
+                       "--config", str(bad)]) == 2  # fmt: skip
+    assert "unknown style config keys ['colour']" in caplog.text
+    toml = tmp_path / "gen.toml"
+    toml.write_text('steps = 3\nbatch_size = 4\nwarmup = 1\ndevice = "cpu"\n'
+                    '[generator]\ncontext = 6\nprev = 2\nd_model = 16\nheads = 2\nff = 32\n')
+    assert train_main(["generator", "--data", str(world), "--out", str(tmp_path / "g"),
+                       "--config", str(toml), "--set", "seed=5", "-q"]) == 0  # fmt: skip
+    summary = json.loads((tmp_path / "g/summary.json").read_text())
+    assert summary["steps"] == 3 and summary["seed"] == 5
+    assert summary["config"]["generator"]["d_model"] == 16
+    assert train_main(["generator", "--data", str(world), "--out", str(tmp_path / "h"),
+                       "--set", "generator={\"depth\": 3}"]) == 2  # fmt: skip
+    assert "unknown generator config keys" in caplog.text
+    assert train_main(["default", "--data", str(world), "--out", str(tmp_path / "d"),
+                       "--set", "optimiser=1"]) == 2  # fmt: skip
+
+
+def test_rapport_train_runs_the_training_module(tmp_path: Path) -> None:
+    run = subprocess.run([sys.executable, "-m", "server.cli", "train", "style", "--data",
+                          str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert run.returncode == 2
+    assert "not a REACT-layout tree" in run.stderr
