@@ -82,7 +82,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(max(1, args.workers))
     weights = Path(args.weights)
-    test = ReactDataset(args.world, "test")
+    test = ReactDataset(args.world, "test", cache_clips=512)
     n = len(test) if args.limit is None else min(args.limit, len(test))
     idx = list(range(n))
     official = test.neighbours[np.ix_(idx, idx)]

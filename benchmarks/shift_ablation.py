@@ -89,6 +89,8 @@ def main() -> None:
     ap.add_argument("--world", default=str(ROOT / ".cache/world-default"))
     ap.add_argument("--weights", default=str(ROOT / "models/weights"))
     ap.add_argument("--runs", default=str(ROOT / ".cache/runs/shift-ablation"))
+    ap.add_argument("--feature-cache", default=str(ROOT / ".cache/runs/default/features"),
+                    help="audio-feature cache (the default pipeline's)")
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--samples", type=int, default=40)
     ap.add_argument("--k", type=int, default=5)
@@ -99,7 +101,7 @@ def main() -> None:
     weights, runs = Path(args.weights), Path(args.runs)
     base, _ = load_generator(weights / "generator.safetensors")
     style_path = weights / "personal.safetensors"
-    test = ReactDataset(args.world, "test")
+    test = ReactDataset(args.world, "test", cache_clips=512)
     half = len(test) // 2  # the first half listens, the mirrored half talks: take both evenly
     first = args.samples // 2
     idx = list(range(first)) + list(range(half, half + args.samples - first))
@@ -110,7 +112,8 @@ def main() -> None:
         out = runs / "-".join(layers)
         summary = train_shifts(TrainShiftsConfig(
             data_root=args.world, out_dir=out, generator=weights / "generator.safetensors",
-            style=style_path, shift_layers=layers, steps=args.steps, seed=args.seed),
+            style=style_path, shift_layers=layers, steps=args.steps, seed=args.seed,
+            feature_cache=args.feature_cache),
             progress=False)  # fmt: skip
         model = with_shift_layers(base, layers)
         encoder, hyper, _ = load_personal(out / "personal.safetensors")

@@ -47,6 +47,9 @@ class GeneratorConfig:
     """Training steps of the cosine schedule."""
     sample_steps: int = 4
     """Default number of denoiser calls per window for the live few-step sampler."""
+    sample_guidance: float = 1.0
+    """Default classifier-free guidance scale of the live sampler (1 = none; the tuning stage
+    of the default pipeline chooses it on the val split)."""
     schedule_offset: float = 0.008
     """``s`` of the cosine schedule (Nichol & Dhariwal 2021)."""
     shift_rank: int = 4
@@ -74,6 +77,8 @@ class GeneratorConfig:
             raise ValueError(f"face_dim must be {layout.DIM} (models.face.layout)")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.sample_guidance <= 10.0:
+            raise ValueError(f"sample_guidance must be in [0, 10], got {self.sample_guidance}")
         if self.sample_steps > self.diffusion_steps:
             raise ValueError("sample_steps cannot exceed diffusion_steps")
         unknown = [k for k in self.shift_layers if k not in SHIFT_LAYER_KINDS]

@@ -295,7 +295,8 @@ def sample_windows(model: Denoiser, memory: Memory, shifts: Shifts | None = None
 
     ``guidance`` ≠ 1 is classifier-free guidance: ``x̂0 = x̂0(∅) + g (x̂0(c) − x̂0(∅))`` with
     ``uncond`` the memory encoded without the speaker context (:meth:`Denoiser.encode` with every
-    context frame invalid), two decoder calls per step. ``full_ddim`` lifts the few-step cap
+    context frame invalid), two decoder calls per step; the guided blendshapes are clamped to
+    0..1, as the network's own output is. ``full_ddim`` lifts the few-step cap
     (DDIM with any number of steps, as PerFRDiff samples).
     """
     cfg = model.config
@@ -310,7 +311,9 @@ def sample_windows(model: Denoiser, memory: Memory, shifts: Shifts | None = None
         if guidance == 1.0:
             return z0
         z0_u = model.normalize(model.decode(z_t, step, uncond, shifts))
-        return z0_u + guidance * (z0 - z0_u)
+        x0 = model.denormalize(z0_u + guidance * (z0 - z0_u))  # extrapolated: back into range
+        x0 = torch.cat([x0[..., layout.EXPRESSION].clamp(0.0, 1.0), x0[..., layout.POSE]], -1)
+        return model.normalize(x0)
 
     n = steps or cfg.sample_steps
     if full_ddim:
@@ -319,4 +322,5 @@ def sample_windows(model: Denoiser, memory: Memory, shifts: Shifts | None = None
     else:
         z0 = few_step_sample(denoise, shape, ac, steps=n, generator=generator,
                              device=tokens.device, dtype=tokens.dtype, x_T=x_T)  # fmt: skip
-    return model.denormalize(z0)
+    x0 = model.denormalize(z0)  # the round trip through z may leave 1e-9 outside 0..1
+    return torch.cat([x0[..., layout.EXPRESSION].clamp(0.0, 1.0), x0[..., layout.POSE]], -1)

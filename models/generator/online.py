@@ -114,7 +114,9 @@ class OnlineRunner:
     """Generates the next window of many sessions in one batch on ``device``."""
 
     def __init__(self, model: Denoiser, posnet: PosNet | None = None, *, steps: int | None = None,
-                 device: torch.device | str = "cpu", guidance: float = 1.0) -> None:  # fmt: skip
+                 device: torch.device | str = "cpu", guidance: float | None = None
+                 ) -> None:  # fmt: skip
+        guidance = model.config.sample_guidance if guidance is None else guidance
         if not 0.0 <= guidance <= 10.0:
             raise ValueError(f"guidance must be in [0, 10], got {guidance}")
         self.guidance = guidance

@@ -28,7 +28,8 @@ class GeneratorPredictor:
 
     def __init__(self, model: Denoiser, posnet: PosNet | None = None, *, k: int = 10,
                  steps: int | None = None, device: str = "cpu", max_batch: int = 512,
-                 shifts_for: ShiftsFor | None = None, guidance: float = 1.0) -> None:  # fmt: skip
+                 shifts_for: ShiftsFor | None = None, guidance: float | None = None
+                 ) -> None:  # fmt: skip
         if k < 1 or max_batch < 1:
             raise ValueError(f"k and max_batch must be at least 1, got {k}, {max_batch}")
         self.k, self.max_batch, self.shifts_for = k, max_batch, shifts_for

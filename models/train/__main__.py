@@ -7,7 +7,7 @@ Every recipe takes ``--data DIR --out DIR``, an optional ``--config FILE`` (JSON
 are the fields of the recipe's config dataclass; an unknown key is an error that lists the known
 ones) and ``--set KEY=VALUE`` overrides (values parsed as JSON, else kept as strings). Flags win
 over ``--set``, which wins over the file. ``default`` runs the whole pipeline that produces the
-bundled weights (``models/weights``): generator, style encoder, shifts, PosNet.
+bundled weights (``models/weights``): generator, style encoder, shifts, PosNet, sampler tuning.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import json
 import logging
 import shutil
 import sys
-import time
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from models.personal.hyper import HyperConfig
 from models.train.generator import TrainGeneratorConfig, train_generator
 from models.train.personal import TrainShiftsConfig, TrainStyleConfig, train_shifts, train_style
 from models.train.posnet import TrainPosNetConfig, train_posnet
+from models.train.tune import TuneSamplerConfig, tune_sampler
 
 log = logging.getLogger("models.train")
 
@@ -36,6 +36,7 @@ RECIPES = {
     "style": (TrainStyleConfig, train_style),
     "shifts": (TrainShiftsConfig, train_shifts),
     "posnet": (TrainPosNetConfig, train_posnet),
+    "tune": (TuneSamplerConfig, tune_sampler),
 }
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
@@ -44,9 +45,10 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 DEFAULT_PIPELINE: dict[str, dict[str, Any]] = {
     "generator": {"steps": 9000, "batch_size": 64, "lr": 5e-4, "warmup": 300,
                   "prev_noise": 1.0, "prev_drop": 0.2},
-    "style": {"steps": 1500},
+    "style": {"steps": 500},
     "shifts": {"steps": 1500},
     "posnet": {"steps": 1500},
+    "tune": {},
 }
 """The recipe settings of the bundled weights (everything else is the recipe's default)."""
 
@@ -104,47 +106,76 @@ def build_config(recipe: str, values: dict[str, Any]) -> Any:
         raise ValueError(f"{recipe} config: {err}") from err
 
 
+def _stage(recipe: str, values: dict[str, Any], progress: bool) -> dict[str, Any]:
+    """Run one stage, or reuse its finished result: a stage folder whose ``summary.json`` was
+    written by the same config is not run again (so an interrupted pipeline resumes)."""
+    cfg = build_config(recipe, values)
+    summary_path = Path(cfg.out_dir) / "summary.json"
+    if summary_path.is_file():
+        done = json.loads(summary_path.read_text())
+        saved = dict(done.get("config") or {})
+        if isinstance(saved.get("generator"), dict):  # fields added since get their defaults
+            saved["generator"] = GeneratorConfig.from_dict(saved["generator"]).to_dict()
+        same = json.loads(json.dumps(_config_json(cfg))) == saved
+        if same and done.get("finished", True):
+            log.info("%s: already done in %s, reusing it", recipe, cfg.out_dir)
+            return done
+    return RECIPES[recipe][1](cfg, progress=progress)
+
+
+def _config_json(cfg: Any) -> dict[str, Any]:
+    if hasattr(cfg, "to_json"):
+        return cfg.to_json()
+    out = dataclasses.asdict(cfg)
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in out.items()}
+
+
 def run_default(data: str, out: str, *, seed: int, device: str, install: bool, progress: bool,
                 overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
-    """Generator → style → shifts → PosNet into ``out/<recipe>``; with ``install`` the three
-    weight files and ``training.json`` are copied into ``models/weights``."""
+    """Generator → style → shifts → PosNet → sampler tuning into ``out/<recipe>``; with
+    ``install`` the three weight files and ``training.json`` are copied into ``models/weights``.
+    Finished stages are reused (see :func:`_stage`)."""
     root = Path(out)
-    start = time.perf_counter()
-    stages: dict[str, Any] = {}
     common = {"data_root": data, "seed": seed, "device": device}
     plan = {k: {**v, **overrides.get(k, {})} for k, v in DEFAULT_PIPELINE.items()}
-    gen_dir, style_dir, shifts_dir, pos_dir = (root / k for k in RECIPES)
-    stages["generator"] = train_generator(build_config("generator", {
-        **common, "feature_cache": root / "features", **plan["generator"], "out_dir": gen_dir}),
-        progress=progress)  # fmt: skip
-    generator = gen_dir / "generator.safetensors"
-    stages["style"] = train_style(build_config("style", {
-        **common, **plan["style"], "out_dir": style_dir}), progress=progress)  # fmt: skip
-    stages["shifts"] = train_shifts(build_config("shifts", {
-        **common, **plan["shifts"], "out_dir": shifts_dir, "generator": generator,
-        "style": style_dir / "personal.safetensors"}), progress=progress)  # fmt: skip
-    stages["posnet"] = train_posnet(build_config("posnet", {
-        **common, **plan["posnet"], "out_dir": pos_dir, "generator": generator}),
-        progress=progress)  # fmt: skip
+    dirs = {k: root / k for k in RECIPES}
+    generator = dirs["generator"] / "generator.safetensors"
+    stages: dict[str, Any] = {}
+    stages["generator"] = _stage("generator", {
+        **common, "feature_cache": root / "features", **plan["generator"],
+        "out_dir": dirs["generator"]}, progress)  # fmt: skip
+    stages["style"] = _stage("style", {**common, **plan["style"], "out_dir": dirs["style"]},
+                             progress)  # fmt: skip
+    stages["shifts"] = _stage("shifts", {
+        **common, "feature_cache": root / "features", **plan["shifts"],
+        "out_dir": dirs["shifts"], "generator": generator,
+        "style": dirs["style"] / "personal.safetensors"}, progress)  # fmt: skip
+    stages["posnet"] = _stage("posnet", {
+        **common, **plan["posnet"], "out_dir": dirs["posnet"], "generator": generator}, progress)
+    stages["tune"] = _stage("tune", {
+        **common, **plan["tune"], "out_dir": dirs["tune"], "generator": generator}, progress)
+    seconds = {k: round(float(v.get("seconds", 0.0)), 1) for k, v in stages.items()}
     report = {
-        "command": "python -m models.train default " + " ".join(sys.argv[2:]),
-        "seed": seed, "device": device, "seconds": round(time.perf_counter() - start, 1),
-        "stage_seconds": {k: round(v.get("seconds", 0.0), 1) for k, v in stages.items()},
+        "command": "rapport train default " + " ".join(sys.argv[2:]),
+        "seed": seed, "device": device, "seconds": round(sum(seconds.values()), 1),
+        "stage_seconds": seconds,
         "generator": {k: stages["generator"][k] for k in ("steps", "final_loss_ema",
                                                            "parameters", "train_windows")},
         "style": stages["style"]["metrics"],
         "shifts": {**stages["shifts"]["metrics"],
                    "hyper_parameters": stages["shifts"]["hyper_parameters"]},
         "posnet": stages["posnet"]["val"],
+        "sampler": stages["tune"]["chosen"], "sampler_grid": stages["tune"]["grid"],
         "plan": plan,
     }  # fmt: skip
     (root / "training.json").write_text(json.dumps(report, indent=2) + "\n")
     if install:
         DEFAULT_WEIGHTS.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(generator, DEFAULT_WEIGHTS / "generator.safetensors")
-        shutil.copyfile(shifts_dir / "personal.safetensors",
+        shutil.copyfile(dirs["shifts"] / "personal.safetensors",
                         DEFAULT_WEIGHTS / "personal.safetensors")  # fmt: skip
-        shutil.copyfile(pos_dir / "posnet.safetensors", DEFAULT_WEIGHTS / "posnet.safetensors")
+        shutil.copyfile(dirs["posnet"] / "posnet.safetensors",
+                        DEFAULT_WEIGHTS / "posnet.safetensors")  # fmt: skip
         shutil.copyfile(root / "training.json", DEFAULT_WEIGHTS / "training.json")
     return report
 
@@ -157,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
              "style": "the style encoder (contrastive, over 10-s clips)",
              "shifts": "the hypernetwork's low-rank shifts (generator and style frozen)",
              "posnet": "PosNet on the frozen generator's output",
+             "tune": "choose the live sampler's steps and guidance on the val split",
              "default": "the whole pipeline of the bundled weights"}  # fmt: skip
     for name, text in helps.items():
         p = sub.add_parser(name, help=text)
@@ -168,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
         p.add_argument("--steps", type=int)
         p.add_argument("-q", "--quiet", action="store_true")
-        if name in ("shifts", "posnet"):
+        if name in ("shifts", "posnet", "tune"):
             p.add_argument("--generator", help="generator checkpoint (frozen)")
         if name == "shifts":
             p.add_argument("--style", help="style checkpoint from the style recipe")

@@ -96,6 +96,8 @@ class TrainShiftsConfig:
     device: str = "auto"
     hyper: HyperConfig | None = None
     """Hypernetwork sizes (rank and style size are taken from the generator and encoder)."""
+    feature_cache: str | Path | None = None
+    """Folder caching the audio features (as the generator recipe's)."""
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.crops_per_clip < 1:
@@ -255,7 +257,8 @@ def train_shifts(cfg: TrainShiftsConfig, *, progress: bool = True) -> dict[str, 
         p.requires_grad_(False)
     encoder, _, _ = load_personal(cfg.style, device=device)
     gcfg = model.config
-    train = ReactDataset(cfg.data_root, "train")
+    cache = Path(cfg.feature_cache) if cfg.feature_cache else None
+    train = ReactDataset(cfg.data_root, "train", cache_dir=cache, cache_clips=4096)
     with torch.no_grad():
         bank, owner = style_bank(encoder, train, frames, cfg.crops_per_clip, cfg.seed, device)
     # per sample: the clips its listener's style may come from (the person's other clips)

@@ -155,3 +155,30 @@ def test_rapport_train_runs_the_training_module(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert run.returncode == 2
     assert "not a REACT-layout tree" in run.stderr
+
+
+def test_sampler_tuning_writes_the_choice_into_the_checkpoint(world: Path, runs: dict,
+                                                              tmp_path: Path) -> None:
+    import shutil
+
+    from models.train.tune import TuneSamplerConfig, tune_sampler
+
+    path = tmp_path / "generator.safetensors"
+    shutil.copyfile(runs["base"] / "gen/generator.safetensors", path)
+    summary = tune_sampler(TuneSamplerConfig(data_root=world, out_dir=tmp_path / "tune",
+                                             generator=path, steps_grid=(1, 2),
+                                             guidance_grid=(1.0, 2.0), samples=2, k=2,
+                                             device="cpu"), progress=False)  # fmt: skip
+    assert len(summary["grid"]) == 4
+    chosen = summary["chosen"]
+    assert chosen["score"] == max(r["score"] for r in summary["grid"])
+    model, meta = load_generator(path)
+    assert model.config.sample_steps == chosen["steps"]
+    assert model.config.sample_guidance == chosen["guidance"]
+    assert meta["extra"]["sampler_tuning"]["chosen"] == chosen
+    before, _ = load_generator(runs["base"] / "gen/generator.safetensors")
+    for (name, a), (_, b) in zip(before.state_dict().items(), model.state_dict().items(),
+                                 strict=True):  # fmt: skip
+        assert torch.equal(a, b), name  # weights untouched
+    with pytest.raises(ValueError, match="steps_grid"):
+        TuneSamplerConfig(data_root=world, out_dir=tmp_path, generator=path, steps_grid=(20,))
