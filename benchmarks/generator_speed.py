@@ -4,7 +4,9 @@ One timed call is what the live engine does per window for a batch of sessions (
 own listener's low-rank shifts): encode the speaker context and the listener's previous frames,
 then sample. Two settings run on the same network and weights:
 
-- **live** (the default): a window of W = 8 frames (320 ms), 4-step deterministic DDIM;
+- **live** (the default): a window of W = 8 frames (320 ms) with the bundled config's tuned live
+  sampler (``sample_steps`` deterministic DDIM steps, ``sample_guidance``; 2 steps with guidance
+  1.5, i.e. 4 decoder calls and 2 encoder calls, for the bundled weights);
 - **PerFRDiff-like**: a window of 50 frames (2 s), 50 DDIM steps and classifier-free guidance
   (scale 2, so two decoder calls per step), as the published system samples.
 
@@ -41,7 +43,7 @@ from models.weights import load_default
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {
-    "live": {"window": 8, "steps": 4, "guidance": 1.0, "full_ddim": False},
+    "live": {"window": 8, "steps": None, "guidance": None, "full_ddim": False},  # from config
     "perfrdiff_like": {"window": 50, "steps": 50, "guidance": 2.0, "full_ddim": True},
 }
 
@@ -161,6 +163,9 @@ def main() -> None:
     args = ap.parse_args()
     models = load_default(args.device)
     device = next(models.generator.parameters()).device
+    live = models.generator.config
+    SETTINGS["live"].update(window=live.window, steps=live.sample_steps,
+                            guidance=live.sample_guidance)  # fmt: skip
     result: dict = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
