@@ -43,6 +43,7 @@ from models.data import react_layout as rl
 from models.data.dataset import ReactDataset
 from models.data.io import DatasetError
 from models.data.torch_windows import WindowDataset
+from models.device import resolve_device
 from models.generator.checkpoint import load_generator, save_generator
 from models.generator.config import GeneratorConfig, default_config, tiny_config
 from models.generator.denoiser import Denoiser
@@ -157,15 +158,6 @@ def require_tree(root: str | Path, split: str = "train") -> None:
         raise DatasetError(f"{root}: not a REACT-layout tree with a {split} split "
                            f"(no {pairs_csv}); make one with `rapport world make` or "
                            "`rapport data prepare`")  # fmt: skip
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for but CUDA is not available")
-    return device
 
 
 class StepSampler(Sampler[int]):

@@ -36,6 +36,7 @@ from tqdm import tqdm
 from models.data.dataset import ReactDataset
 from models.data.io import DatasetError
 from models.data.torch_windows import WindowDataset
+from models.device import resolve_device
 from models.face import layout
 from models.generator.checkpoint import load_generator
 from models.generator.denoiser import Denoiser
@@ -44,7 +45,7 @@ from models.generator.schedule import alphas_cumprod
 from models.personal.checkpoint import load_personal, save_personal
 from models.personal.hyper import HyperConfig, HyperNetwork, to_shifts
 from models.personal.style import StyleEncoder, StyleEncoderConfig, info_nce
-from models.train.generator import StepSampler, lr_factor, require_tree, resolve_device
+from models.train.generator import StepSampler, lr_factor, require_tree
 
 log = logging.getLogger(__name__)
 

@@ -29,6 +29,7 @@ import torch
 from tqdm import tqdm
 
 from models.data.dataset import ReactDataset
+from models.device import resolve_device
 from models.face import layout
 from models.generator.checkpoint import load_generator
 from models.generator.predict import GeneratorPredictor
@@ -36,7 +37,7 @@ from models.metrics.smoothness import seam_jumps
 from models.posnet.losses import PosNetLossConfig, posnet_loss
 from models.posnet.model import PosNet, PosNetConfig, save_posnet
 from models.posnet.runner import smooth_step
-from models.train.generator import lr_factor, require_tree, resolve_device
+from models.train.generator import lr_factor, require_tree
 
 log = logging.getLogger(__name__)
 

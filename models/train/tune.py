@@ -27,10 +27,11 @@ import numpy as np
 import torch
 
 from models.data.dataset import ReactDataset
+from models.device import resolve_device
 from models.evaluation import collect, score
 from models.generator.checkpoint import load_generator, save_generator
 from models.generator.predict import GeneratorPredictor
-from models.train.generator import require_tree, resolve_device
+from models.train.generator import require_tree
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from models.device import resolve_device
 from models.generator.checkpoint import load_generator
 from models.generator.denoiser import Denoiser
 from models.personal.checkpoint import load_personal
@@ -21,6 +22,7 @@ from models.personal.style import StyleEncoder
 from models.posnet.model import PosNet, load_posnet
 
 WEIGHTS_DIR = Path(__file__).resolve().parent
+__all__ = ["FILES", "WEIGHTS_DIR", "DefaultModels", "load_default", "resolve_device"]
 FILES = ("generator.safetensors", "personal.safetensors", "posnet.safetensors")
 
 
@@ -31,16 +33,6 @@ class DefaultModels:
     style: StyleEncoder
     hyper: HyperNetwork
     generator_meta: dict
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto``: CUDA when present, else the CPU; ``cuda`` without CUDA is a ``ValueError``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for but CUDA is not available")
-    return device
 
 
 def load_default(device: str | torch.device = "auto", directory: str | Path | None = None
