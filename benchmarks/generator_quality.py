@@ -9,6 +9,9 @@ Every model is scored in one run, side by side with the naive baselines, on the 
   listener's own, as each script is heard once by each listener): generic vs personalised. Test
   listeners are never seen in training; each is enrolled from a random 10-s crop of *another* of
   its clips;
+- **listening direction**: the official scores restricted to the non-mirrored half of the
+  samples, where the model reacts as the world's listener to its speaker (the product's use; the
+  mirrored half asks for the talking partner's face from the quiet one's);
 - **smoothness**: the pose's seam/inside velocity ratio of the generic stream without and with
   PosNet (:func:`models.metrics.smoothness.seam_jumps`).
 
@@ -30,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.baselines import NAMES, Baseline
+from models.baselines import NAMES, Baseline, BaselineConfig
 from models.data.dataset import ReactDataset, Sample
 from models.evaluation import collect, score
 from models.generator.checkpoint import load_generator
@@ -94,22 +97,27 @@ def main() -> None:
     predictors: dict[str, object] = {}
     if not args.skip_baselines:
         train = ReactDataset(args.world, "train")
+        base_cfg = BaselineConfig(k=args.k, seed=args.seed)
         for name in NAMES:
-            predictors[name] = Baseline(name, train).predict
+            predictors[name] = Baseline(name, train, base_cfg).predict
     predictors["generic"] = GeneratorPredictor(model, None, k=args.k)
     predictors["generic + PosNet"] = GeneratorPredictor(model, posnet, k=args.k)
     predictors["personalised + PosNet"] = GeneratorPredictor(model, posnet, k=args.k,
                                                              shifts_for=shifts_for)  # fmt: skip
     start = time.perf_counter()
-    results: dict[str, dict] = {"official": {}, "own_listener": {}, "smoothness": {}}
+    results: dict[str, dict] = {"official": {}, "listening": {}, "own_listener": {},
+                                "smoothness": {}}  # fmt: skip
+    listening = [j for j, i in enumerate(idx) if not test[i].mirrored]
     collected = {}
     for name, predictor in predictors.items():
         print(f"-- {name}", flush=True)
-        k = args.k if isinstance(predictor, GeneratorPredictor) else args.k
         collected[name] = collect(test, predictor, seed=args.seed, indices=idx, progress=False)
-        collected[name]["predictions"] = collected[name]["predictions"][:, :k]
         results["official"][name] = score(collected[name], official, workers=args.workers)
         print({key: round(results["official"][name][key], 4) for key in KEYS}, flush=True)
+        half = {k: (v[listening] if isinstance(v, np.ndarray) else v)
+                for k, v in collected[name].items()}  # fmt: skip
+        results["listening"][name] = score(half, official[np.ix_(listening, listening)],
+                                           workers=args.workers)  # fmt: skip
     for name in ("generic + PosNet", "personalised + PosNet"):
         results["own_listener"][name] = score(collected[name], own, workers=args.workers)
     for name in ("generic", "generic + PosNet", "personalised + PosNet"):
@@ -123,6 +131,8 @@ def main() -> None:
                        "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
     print("\nofficial neighbours (REACT protocol):")
     print(table(results["official"]))
+    print(f"\nlistening direction only ({len(listening)} samples):")
+    print(table(results["listening"]))
     print("\nown-listener neighbours (personalised appropriateness):")
     print(table(results["own_listener"]))
     s = results["smoothness"]
