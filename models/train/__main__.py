@@ -24,7 +24,7 @@ from typing import Any
 
 from models.generator.config import GeneratorConfig
 from models.personal.hyper import HyperConfig
-from models.train.generator import TrainGeneratorConfig, train_generator
+from models.train.generator import TrainGeneratorConfig, config_json, train_generator
 from models.train.personal import TrainShiftsConfig, TrainStyleConfig, train_shifts, train_style
 from models.train.posnet import TrainPosNetConfig, train_posnet
 from models.train.tune import TuneSamplerConfig, tune_sampler
@@ -116,18 +116,11 @@ def _stage(recipe: str, values: dict[str, Any], progress: bool) -> dict[str, Any
         saved = dict(done.get("config") or {})
         if isinstance(saved.get("generator"), dict):  # fields added since get their defaults
             saved["generator"] = GeneratorConfig.from_dict(saved["generator"]).to_dict()
-        same = json.loads(json.dumps(_config_json(cfg))) == saved
+        same = json.loads(json.dumps(config_json(cfg))) == saved
         if same and done.get("finished", True):
             log.info("%s: already done in %s, reusing it", recipe, cfg.out_dir)
             return done
     return RECIPES[recipe][1](cfg, progress=progress)
-
-
-def _config_json(cfg: Any) -> dict[str, Any]:
-    if hasattr(cfg, "to_json"):
-        return cfg.to_json()
-    out = dataclasses.asdict(cfg)
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in out.items()}
 
 
 def run_default(data: str, out: str, *, seed: int, device: str, install: bool, progress: bool,

@@ -151,6 +151,24 @@ class TrainGeneratorConfig:
         return out
 
 
+def config_json(cfg: Any) -> dict[str, Any]:
+    """A recipe config as JSON-ready values (paths as strings), as summaries store it."""
+    if hasattr(cfg, "to_json"):
+        return cfg.to_json()
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
+
+
+def start_run(data_root: str | Path, out_dir: str | Path, device: str,
+              split: str = "train") -> tuple[torch.device, Path]:  # fmt: skip
+    """The common set-up of a recipe: check the data tree, resolve the device, create the run
+    folder (in that order, so a bad tree or device leaves nothing behind)."""
+    require_tree(data_root, split)
+    dev = resolve_device(device)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return dev, out
+
+
 def require_tree(root: str | Path, split: str = "train") -> None:
     """A clear error when ``root`` is not a REACT-layout tree with ``split``."""
     pairs_csv = rl.SplitPaths(Path(root), split).pairs_csv

@@ -36,7 +36,6 @@ from tqdm import tqdm
 from models.data.dataset import ReactDataset
 from models.data.io import DatasetError
 from models.data.torch_windows import WindowDataset
-from models.device import resolve_device
 from models.face import layout
 from models.generator.checkpoint import load_generator
 from models.generator.denoiser import Denoiser
@@ -45,7 +44,7 @@ from models.generator.schedule import alphas_cumprod
 from models.personal.checkpoint import load_personal, save_personal
 from models.personal.hyper import HyperConfig, HyperNetwork, to_shifts
 from models.personal.style import StyleEncoder, StyleEncoderConfig, info_nce
-from models.train.generator import StepSampler, lr_factor, require_tree
+from models.train.generator import StepSampler, config_json, lr_factor, start_run
 
 log = logging.getLogger(__name__)
 
@@ -155,10 +154,7 @@ def identification_accuracy(encoder: StyleEncoder, clips: dict[str, list[np.ndar
 def train_style(cfg: TrainStyleConfig, *, progress: bool = True) -> dict[str, Any]:
     """Train the style encoder; returns the summary it writes."""
     start = time.perf_counter()
-    device = resolve_device(cfg.device)
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    require_tree(cfg.data_root)
+    device, out = start_run(cfg.data_root, cfg.out_dir, cfg.device)
     frames = int(round(cfg.seconds * layout.FPS))
     train = _person_clips(ReactDataset(cfg.data_root, "train", mirror=False), frames)
     val = _person_clips(ReactDataset(cfg.data_root, "val", mirror=False), frames)
@@ -201,7 +197,7 @@ def train_style(cfg: TrainStyleConfig, *, progress: bool = True) -> dict[str, An
                    "val_persons": len(val), "chance": 1 / max(len(val), 1)}  # fmt: skip
     seconds = time.perf_counter() - start
     extra = {"recipe": "style", "seed": cfg.seed, "steps": cfg.steps, "metrics": metrics,
-             "seconds": round(seconds, 1), "config": _json(cfg)}  # fmt: skip
+             "seconds": round(seconds, 1), "config": config_json(cfg)}  # fmt: skip
     save_personal(encoder, None, out / PERSONAL_FILE, extra)
     summary = {**extra, "model": str(out / PERSONAL_FILE), "train_persons": len(train),
                "device": str(device)}  # fmt: skip
@@ -209,11 +205,6 @@ def train_style(cfg: TrainStyleConfig, *, progress: bool = True) -> dict[str, An
     log.info("style: val identification %.2f (chance %.2f), %.0f s",
              metrics["val_identification"], metrics["chance"], seconds)  # fmt: skip
     return summary
-
-
-def _json(cfg: Any) -> dict[str, Any]:
-    out = dataclasses.asdict(cfg)
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in out.items()}
 
 
 def with_shift_layers(model: Denoiser, shift_layers: tuple[str, ...]) -> Denoiser:
@@ -246,10 +237,7 @@ def style_bank(encoder: StyleEncoder, ds: ReactDataset, frames: int, crops: int,
 def train_shifts(cfg: TrainShiftsConfig, *, progress: bool = True) -> dict[str, Any]:
     """Train the hypernetwork with the generator and style encoder frozen."""
     start = time.perf_counter()
-    device = resolve_device(cfg.device)
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    require_tree(cfg.data_root)
+    device, out = start_run(cfg.data_root, cfg.out_dir, cfg.device)
     frames = int(round(cfg.seconds * layout.FPS))
     model, _ = load_generator(cfg.generator, device=device)
     if cfg.shift_layers is not None:
@@ -321,7 +309,7 @@ def train_shifts(cfg: TrainShiftsConfig, *, progress: bool = True) -> dict[str, 
     extra = {"recipe": "shifts", "seed": cfg.seed, "steps": cfg.steps,
              "shift_layers": list(gcfg.shift_layers),
              "metrics": {"train_loss_ema": loss_ema, "generic_loss_ema": base_ema},
-             "seconds": round(seconds, 1), "config": _json(cfg),
+             "seconds": round(seconds, 1), "config": config_json(cfg),
              "style_metrics": load_personal(cfg.style)[2].get("metrics")}  # fmt: skip
     save_personal(encoder, hyper.eval(), out / PERSONAL_FILE, extra)
     summary = {**extra, "model": str(out / PERSONAL_FILE), "device": str(device),

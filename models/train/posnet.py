@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,6 @@ import torch
 from tqdm import tqdm
 
 from models.data.dataset import ReactDataset
-from models.device import resolve_device
 from models.face import layout
 from models.generator.checkpoint import load_generator
 from models.generator.predict import GeneratorPredictor
@@ -37,7 +36,7 @@ from models.metrics.smoothness import seam_jumps
 from models.posnet.losses import PosNetLossConfig, posnet_loss
 from models.posnet.model import PosNet, PosNetConfig, save_posnet
 from models.posnet.runner import smooth_step
-from models.train.generator import lr_factor, require_tree
+from models.train.generator import config_json, lr_factor, start_run
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +120,7 @@ def smoothness_report(raw: np.ndarray, adjusted: np.ndarray, window: int) -> dic
 def train_posnet(cfg: TrainPosNetConfig, *, progress: bool = True) -> dict[str, Any]:
     """Generate with the frozen generator, train PosNet on it; returns the summary."""
     start = time.perf_counter()
-    device = resolve_device(cfg.device)
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    require_tree(cfg.data_root)
+    device, out = start_run(cfg.data_root, cfg.out_dir, cfg.device)
     train = generate_poses(cfg.generator, cfg.data_root, "train", cfg.samples, cfg.k, cfg.seed,
                            device)  # fmt: skip
     val = generate_poses(cfg.generator, cfg.data_root, "val", cfg.val_samples, cfg.k,
@@ -176,8 +172,7 @@ def train_posnet(cfg: TrainPosNetConfig, *, progress: bool = True) -> dict[str, 
                "seconds": round(time.perf_counter() - start, 1),
                "generate_seconds": round(generated, 1), "train_loss_ema": loss_ema,
                "val": report, "model": str(out / POSNET_FILE), "device": str(device),
-               "config": {k: str(v) if isinstance(v, Path) else v
-                          for k, v in asdict(cfg).items()}}  # fmt: skip
+               "config": config_json(cfg)}  # fmt: skip
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     log.info("posnet: seam jump cut %.1fx on val, %.0f s", report["seam_jump_cut"],
              summary["seconds"])  # fmt: skip

@@ -27,11 +27,10 @@ import numpy as np
 import torch
 
 from models.data.dataset import ReactDataset
-from models.device import resolve_device
 from models.evaluation import collect, score
 from models.generator.checkpoint import load_generator, save_generator
 from models.generator.predict import GeneratorPredictor
-from models.train.generator import require_tree
+from models.train.generator import config_json, start_run
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +72,7 @@ def _normalised(values: list[float]) -> np.ndarray:
 def tune_sampler(cfg: TuneSamplerConfig, *, progress: bool = True) -> dict[str, Any]:
     """Score the grid on val, write the winner into the checkpoint; returns the summary."""
     start = time.perf_counter()
-    require_tree(cfg.data_root, "val")
-    device = resolve_device(cfg.device)
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    device, out = start_run(cfg.data_root, cfg.out_dir, cfg.device, split="val")
     model, meta = load_generator(cfg.generator, device=device)
     val = ReactDataset(cfg.data_root, "val")
     if val.neighbours is None:
@@ -110,8 +106,7 @@ def tune_sampler(cfg: TuneSamplerConfig, *, progress: bool = True) -> dict[str, 
     save_generator(model, cfg.generator, extra)
     summary = {"recipe": "tune", "seed": cfg.seed, "chosen": best, "grid": rows,
                "seconds": round(time.perf_counter() - start, 1), "samples": len(idx),
-               "config": {k: (str(v) if isinstance(v, Path) else v)
-                          for k, v in dataclasses.asdict(cfg).items()}}  # fmt: skip
+               "config": config_json(cfg)}  # fmt: skip
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     log.info("tune: chose %d steps, guidance %.1f", best["steps"], best["guidance"])
     return summary
