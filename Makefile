@@ -35,9 +35,11 @@ clients/web/node_modules/.stamp: clients/web/package.json
 	touch $@
 
 # The service arrives with the real-time service issue; until then say so instead of failing oddly.
+# Settings come from RAPPORT_* variables (README "Service"); host and port also from make.
+HOST ?= 127.0.0.1
+PORT ?= 8000
 serve: setup
-	@echo "rapport: the streaming service is not built yet; available now: rapport extract, face, data, world, eval (see rapport --help)" >&2
-	@exit 1
+	$(VENV)/bin/rapport serve --host $(HOST) --port $(PORT)
 
 test: setup
 	$(VENV)/bin/ruff check .

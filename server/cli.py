@@ -192,6 +192,23 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from server.api.serve import serve
+    from server.settings import load_settings
+
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port),
+                                   ("device", args.device), ("weights_dir", args.weights),
+                                   ("data_dir", args.data_dir)) if v is not None}  # fmt: skip
+    try:
+        settings = load_settings(**overrides)
+    except ValidationError as err:
+        raise ValueError(f"invalid settings: {err}") from None
+    serve(settings)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rapport", description="Rapport: a real-time listener avatar (perception, face model, "
@@ -269,6 +286,18 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, help="score only the first N samples")
     ev.add_argument("--out", help="save the results as JSON")
     ev.set_defaults(func=_eval)
+
+    sv = sub.add_parser("serve", help="run the service (settings from RAPPORT_* variables)")
+    sv.add_argument("--host", help="listen address (RAPPORT_HOST, default 127.0.0.1)")
+    sv.add_argument("--port", type=int, help="port (RAPPORT_PORT, default 8000)")
+    sv.add_argument("--device", help="auto, cpu or cuda (RAPPORT_DEVICE)")
+    sv.add_argument("--weights", help="weights directory (default: the bundled weights)")
+    sv.add_argument("--data-dir", help="where the listener store lives (RAPPORT_DATA_DIR)")
+    sv.set_defaults(func=_serve)
+
+    from server.client import add_stream_command
+
+    add_stream_command(sub)
     return parser
 
 

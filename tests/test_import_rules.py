@@ -38,7 +38,9 @@ def violations() -> list[str]:
             engine = rel.parts[:2] == ("server", "engine")
             for line, name in imports_of(path):
                 top = name.split(".")[0]
-                if top in forbidden or (engine and top in ENGINE_FORBIDDEN):
+                if top in forbidden or (
+                    engine and (top in ENGINE_FORBIDDEN or name.startswith("server.api"))
+                ):
                     bad.append(f"{rel}:{line} imports {name}")
                 if package == "server" and name.startswith(TRAINING_MODULES):
                     bad.append(f"{rel}:{line} imports training code {name}")

@@ -24,8 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save
 from torch import Tensor, nn
 
 from models.face.layout import FPS
@@ -81,8 +80,8 @@ class Enrolment:
                 f"enrolment was made with model {self.model_hash}, the model is {model_hash}"
             )
 
-    def save(self, path: str | Path) -> None:
-        """Write one safetensors file with JSON metadata."""
+    def to_bytes(self) -> bytes:
+        """The enrolment as one safetensors blob with JSON metadata (what a store keeps)."""
         tensors = {"style": self.style.contiguous()}
         for name, (a, b) in self.factors.items():
             tensors[f"a/{name}"] = a.contiguous()
@@ -96,7 +95,53 @@ class Enrolment:
             "style_dim": int(self.style.shape[0]),
             "targets": {name: list(shape) for name, shape in self.targets.items()},
         }
-        save_file(tensors, str(path), metadata={_META_KEY: json.dumps(meta)})
+        return save(tensors, metadata={_META_KEY: json.dumps(meta)})
+
+    def save(self, path: str | Path) -> None:
+        """Write one safetensors file (:meth:`to_bytes`)."""
+        Path(path).write_bytes(self.to_bytes())
+
+    @classmethod
+    def from_bytes(
+        cls,
+        data: bytes,
+        *,
+        targets: Targets | None = None,
+        rank: int | None = None,
+        model_hash: str | None = None,
+        name: str = "enrolment",
+    ) -> Enrolment:
+        """Read a blob written by :meth:`to_bytes`; check it against the model facts given.
+        ``ValueError`` (naming ``name``) for anything that is not a valid enrolment."""
+        try:
+            tensors = load(data)
+            raw = _metadata(data).get(_META_KEY)
+        except Exception as exc:  # safetensors raises several types for corrupt input
+            raise ValueError(f"{name}: not a safetensors enrolment ({exc})") from exc
+        if raw is None:
+            raise ValueError(f"{name}: not an enrolment file (no {_META_KEY!r} metadata)")
+        meta = json.loads(raw)
+        if meta.get("format") != FORMAT:
+            found = meta.get("format")
+            raise ValueError(f"{name}: enrolment format {found!r}, expected {FORMAT!r}")
+        r = int(meta["rank"])
+        factors: Factors = {}
+        for layer, (out, inp) in meta["targets"].items():
+            a, b = tensors.get(f"a/{layer}"), tensors.get(f"b/{layer}")
+            if a is None or b is None or a.shape != (out, r) or b.shape != (r, inp):
+                raise ValueError(
+                    f"{name}: factors of {layer!r} missing or not ({out}, {r}) / ({r}, {inp})"
+                )
+            factors[layer] = (a, b)
+        enrolment = cls(
+            style=tensors["style"],
+            factors=factors,
+            model_hash=meta["model_hash"],
+            created=meta["created"],
+            seconds=float(meta["seconds"]),
+        )
+        enrolment.check(targets, rank, model_hash)
+        return enrolment
 
     @classmethod
     def load(
@@ -108,33 +153,18 @@ class Enrolment:
         model_hash: str | None = None,
     ) -> Enrolment:
         """Read a file written by :meth:`save`; check it against the model facts that are given."""
-        with safe_open(str(path), framework="pt") as f:
-            raw = (f.metadata() or {}).get(_META_KEY)
-        if raw is None:
-            raise ValueError(f"{path}: not an enrolment file (no {_META_KEY!r} metadata)")
-        meta = json.loads(raw)
-        if meta.get("format") != FORMAT:
-            found = meta.get("format")
-            raise ValueError(f"{path}: enrolment format {found!r}, expected {FORMAT!r}")
-        tensors = load_file(str(path))
-        r = int(meta["rank"])
-        factors: Factors = {}
-        for name, (out, inp) in meta["targets"].items():
-            a, b = tensors.get(f"a/{name}"), tensors.get(f"b/{name}")
-            if a is None or b is None or a.shape != (out, r) or b.shape != (r, inp):
-                raise ValueError(
-                    f"{path}: factors of {name!r} missing or not ({out}, {r}) / ({r}, {inp})"
-                )
-            factors[name] = (a, b)
-        enrolment = cls(
-            style=tensors["style"],
-            factors=factors,
-            model_hash=meta["model_hash"],
-            created=meta["created"],
-            seconds=float(meta["seconds"]),
-        )
-        enrolment.check(targets, rank, model_hash)
-        return enrolment
+        return cls.from_bytes(Path(path).read_bytes(), targets=targets, rank=rank,
+                              model_hash=model_hash, name=str(path))  # fmt: skip
+
+
+def _metadata(data: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors blob (its JSON header)."""
+    if len(data) < 8:
+        raise ValueError("too short for a safetensors header")
+    n = int.from_bytes(data[:8], "little")
+    if n > len(data) - 8:
+        raise ValueError("truncated safetensors header")
+    return json.loads(data[8 : 8 + n]).get("__metadata__") or {}
 
 
 def _diff(ours: Mapping[str, tuple], theirs: Mapping[str, tuple]) -> str:

@@ -1,0 +1,1 @@
+"""The HTTP and WebSocket layer (FastAPI): the only package that imports it."""

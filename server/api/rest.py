@@ -1,0 +1,233 @@
+"""REST routes: health, metrics, stream tokens and listeners (enrol, list, get, delete)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, Response, UploadFile
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from server.enrolment import enrol_clip
+from server.errors import Busy, ConsentRequired, TooLarge, UnsupportedMedia
+from server.store import ListenerRecord
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1")
+
+VIDEO_TYPES = ("video/", "application/octet-stream")
+CHUNK = 1 << 20
+
+
+def services(request: Request) -> Any:  # -> Services (imported lazily: no cycle)
+    return request.app.state.services
+
+
+def api_key(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> None:
+    """The API-key check of every REST route but the health probes."""
+    bearer = request.headers.get("authorization", "")
+    presented = x_api_key or (bearer[7:] if bearer.lower().startswith("bearer ") else None)
+    services(request).guard.check_key(presented)
+
+
+Protected = Depends(api_key)
+
+
+# -- health and metrics --------------------------------------------------------------------------
+
+
+@router.get("/health/live", tags=["health"])
+async def live() -> dict[str, str]:
+    """The process is up and its event loop answers."""
+    return {"status": "ok"}
+
+
+@router.get("/health/ready", tags=["health"], responses={503: {"description": "not ready"}})
+async def ready(request: Request) -> JSONResponse:
+    """Ready once the models are loaded and the store is open; 503 while loading or draining."""
+    s = services(request)
+    if s.engine is None or s.store is None:
+        status = "failed" if s.load_error else "loading"
+        return JSONResponse({"status": status, "detail": s.load_error}, status_code=503)
+    if s.engine.draining:
+        return JSONResponse({"status": "draining"}, status_code=503)
+    return JSONResponse({"status": "ready", "device": str(s.engine.device),
+                         "sessions": s.engine.session_count})  # fmt: skip
+
+
+@router.get("/metrics", tags=["health"], dependencies=[Protected],
+            response_class=Response)  # fmt: skip
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics (text exposition format)."""
+    return Response(services(request).metrics.render(),
+                    media_type="text/plain; version=0.0.4; charset=utf-8")  # fmt: skip
+
+
+# -- stream tokens -------------------------------------------------------------------------------
+
+
+class SessionToken(BaseModel):
+    token: str
+    expires_at: float
+    """Unix time after which the token no longer opens a stream."""
+    stream_path: str
+
+
+@router.post("/sessions", tags=["stream"], dependencies=[Protected], status_code=201)
+async def mint_token(request: Request) -> SessionToken:
+    """A short-lived, single-use token for a browser to open ``/v1/stream?token=…``."""
+    token, expiry = services(request).guard.mint()
+    return SessionToken(token=token, expires_at=expiry, stream_path=f"/v1/stream?token={token}")
+
+
+# -- listeners -----------------------------------------------------------------------------------
+
+
+class Listener(BaseModel):
+    id: str
+    name: str
+    consent: bool
+    created_at: str
+    clip: dict[str, Any]
+    model: str
+    enrolment_bytes: int
+
+
+class ListenerList(BaseModel):
+    listeners: list[Listener]
+    total: int
+    limit: int
+    offset: int
+
+
+def _listener(r: ListenerRecord) -> Listener:
+    return Listener(
+        id=r.id,
+        name=r.name,
+        consent=r.consent,
+        created_at=r.created_at.isoformat(),
+        clip=r.clip,
+        model=r.model_hash,
+        enrolment_bytes=r.enrolment_bytes,
+    )
+
+
+async def _spool(upload: UploadFile, limit: int) -> str:
+    """Copy the upload to a temporary file, refusing more than ``limit`` bytes."""
+    fd, path = tempfile.mkstemp(prefix="rapport-clip-", suffix=".bin")
+    size = 0
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while chunk := await upload.read(CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    raise TooLarge(f"the clip is larger than {limit} bytes", field="clip")
+                out.write(chunk)
+    except BaseException:
+        os.unlink(path)
+        raise
+    return path
+
+
+@router.post("/listeners", tags=["listeners"], dependencies=[Protected], status_code=201,
+             responses={200: {"description": "a retried request (same Idempotency-Key)"},
+                        413: {}, 415: {}, 422: {}, 503: {}})  # fmt: skip
+async def enrol_listener(
+    request: Request,
+    clip: Annotated[UploadFile, File(description="video of the person, at least 10 s")],
+    name: Annotated[str, Form(max_length=100)],
+    consent: Annotated[bool | None, Form(description="explicit consent of the person")] = None,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> JSONResponse:
+    """Enrol a listener from a clip: offline PFL + extraction, style and shifts, stored."""
+    s = services(request)
+    settings = s.settings
+    if consent is None:
+        raise ConsentRequired("the form field 'consent' must be given explicitly (true or false)",
+                              field="consent")  # fmt: skip
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > settings.upload_max_bytes + CHUNK:
+        raise TooLarge(f"uploads are limited to {settings.upload_max_bytes} bytes", field="clip")
+    ctype = (clip.content_type or "").lower()
+    if not ctype.startswith(VIDEO_TYPES):
+        raise UnsupportedMedia(f"the clip must be a video (got content type {ctype!r})",
+                               field="clip")  # fmt: skip
+    store, engine = s.ready_store(), s.ready_engine()
+    if idempotency_key:
+        earlier = await asyncio.to_thread(store.find_by_idempotency_key, idempotency_key)
+        if earlier is not None:  # a retry: no second extraction
+            record, _ = await asyncio.to_thread(
+                store.create,
+                name=name,
+                consent=consent,
+                enrolment=b"\0",
+                model_hash=earlier.model_hash,
+                clip=earlier.clip,
+                idempotency_key=idempotency_key,
+            )
+            return JSONResponse(_listener(record).model_dump(), status_code=200)
+    if s.enrol_slots.locked():
+        raise Busy("too many enrolments in progress; retry shortly")
+    async with s.enrol_slots:
+        path = await _spool(clip, settings.upload_max_bytes)
+        try:
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(
+                s.enrol_pool,
+                lambda: enrol_clip(
+                    path,
+                    engine.models,
+                    min_seconds=settings.enrol_min_seconds,
+                    max_seconds=settings.enrol_max_seconds,
+                ),
+            )
+        except Exception:
+            s.metrics.enrolments.labels("failed").inc()
+            raise
+        finally:
+            os.unlink(path)
+    record, created = await asyncio.to_thread(
+        store.create,
+        name=name,
+        consent=consent,
+        enrolment=result.blob,
+        model_hash=result.enrolment.model_hash,
+        clip=result.clip,
+        idempotency_key=idempotency_key,
+    )
+    s.metrics.enrolments.labels("created" if created else "replayed").inc()
+    return JSONResponse(_listener(record).model_dump(), status_code=201 if created else 200)
+
+
+@router.get("/listeners", tags=["listeners"], dependencies=[Protected])
+async def list_listeners(
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> ListenerList:
+    store = services(request).ready_store()
+    records = await asyncio.to_thread(store.list, limit, offset)
+    total = await asyncio.to_thread(store.count)
+    return ListenerList(listeners=[_listener(r) for r in records], total=total, limit=limit,
+                        offset=offset)  # fmt: skip
+
+
+@router.get("/listeners/{listener_id}", tags=["listeners"], dependencies=[Protected],
+            responses={404: {}})  # fmt: skip
+async def get_listener(request: Request, listener_id: str) -> Listener:
+    store = services(request).ready_store()
+    return _listener(await asyncio.to_thread(store.get, listener_id))
+
+
+@router.delete("/listeners/{listener_id}", tags=["listeners"], dependencies=[Protected],
+               status_code=204, responses={404: {}})  # fmt: skip
+async def delete_listener(request: Request, listener_id: str) -> Response:
+    """Erase the listener and everything stored about that person."""
+    store = services(request).ready_store()
+    await asyncio.to_thread(store.delete, listener_id)
+    return Response(status_code=204)
