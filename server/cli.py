@@ -94,8 +94,13 @@ def _world_make(args: argparse.Namespace) -> int:
                          seconds=args.seconds, seed=args.seed)  # fmt: skip
     summary = make_world(config, Path(args.out), progress=not args.quiet, workers=args.workers,
                          overwrite=args.overwrite)  # fmt: skip
-    log.info("synthetic world in %s: %s pairs per split, %.0f s, %.0f MB", args.out,
-             summary.get("pairs"), summary.get("elapsed_s", 0), summary.get("bytes", 0) / 1e6)
+    log.info(
+        "synthetic world in %s: %s pairs per split, %.0f s, %.0f MB",
+        args.out,
+        summary.get("pairs"),
+        summary.get("elapsed_s", 0),
+        summary.get("bytes", 0) / 1e6,
+    )
     return 0
 
 
@@ -125,8 +130,9 @@ def _generator_predictor(spec: str, k: int, split, personalised: bool, seed: int
 
         def shifts_for(sample):  # noqa: ANN001, ANN202
             if sample.index not in cache:
-                history = split.history(sample.index, 10.0,
-                                        np.random.default_rng([seed, sample.index]))
+                history = split.history(
+                    sample.index, 10.0, np.random.default_rng([seed, sample.index])
+                )
                 cache[sample.index] = enrol(bundled.style, bundled.hyper, history).factors
             return cache[sample.index]
 
@@ -151,8 +157,11 @@ def _eval(args: argparse.Namespace) -> int:
 
     names = list(NAMES) if args.model == "baselines" else [args.model]
     for name in names:
-        if (not name.startswith(("baseline:", "generator:")) and name not in NAMES
-                and name != "generator"):
+        if (
+            not name.startswith(("baseline:", "generator:"))
+            and name not in NAMES
+            and name != "generator"
+        ):
             raise ValueError(f"--model {name!r}: expected 'baselines', 'baseline:<name>' with "
                              f"<name> one of {', '.join(NAMES)}, 'generator' (the bundled "
                              "weights) or 'generator:<checkpoint>'")  # fmt: skip
@@ -211,8 +220,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="rapport", description="Rapport: a real-time listener avatar (perception, face model, "
-        "data, evaluation).")
+        prog="rapport",
+        description="Rapport: a real-time listener avatar (perception, face model, "
+        "data, evaluation).",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings only, no progress")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -241,12 +252,18 @@ def build_parser() -> argparse.ArgumentParser:
     prep = data_sub.add_parser("prepare", help="re-extract a REACT tree with our perception path")
     prep.add_argument("--react-root", required=True, help="the REACT2024 release (or any tree)")
     prep.add_argument("--out", required=True, help="output tree (resumable)")
-    prep.add_argument("--use-dataset-3dmm", action="store_true",
-                      help="map the release's FaceVerse coefficients instead of re-extracting")
+    prep.add_argument(
+        "--use-dataset-3dmm",
+        action="store_true",
+        help="map the release's FaceVerse coefficients instead of re-extracting",
+    )
     prep.add_argument("--faceverse-names", help="the 52 FaceVerse expression names (json or txt)")
     prep.add_argument("--mean-face", help="mean_face.npy of the release")
-    prep.add_argument("--mean-subtracted", action="store_true",
-                      help="the release's coefficients have the mean face subtracted")
+    prep.add_argument(
+        "--mean-subtracted",
+        action="store_true",
+        help="the release's coefficients have the mean face subtracted",
+    )
     prep.add_argument("--workers", type=int, default=2, help="parallel clips (processes)")
     prep.add_argument("--no-resume", action="store_true", help="redo clips already prepared")
     prep.add_argument("--face-model", help="another copy of face_landmarker.task")
@@ -264,22 +281,35 @@ def build_parser() -> argparse.ArgumentParser:
     mk.add_argument("--overwrite", action="store_true", help="replace an existing world")
     mk.set_defaults(func=_world_make)
 
-    tr = sub.add_parser("train", add_help=False,
-                        help="train generator|style|shifts|posnet|default (see rapport train -h)")
+    tr = sub.add_parser(
+        "train",
+        add_help=False,
+        help="train generator|style|shifts|posnet|default (see rapport train -h)",
+    )
     tr.add_argument("rest", nargs=argparse.REMAINDER)
     tr.set_defaults(func=_train)
 
     ev = sub.add_parser("eval", help="score a model or baseline with the REACT metrics")
     ev.add_argument("--data", required=True, help="a tree in the REACT2024 layout")
     ev.add_argument("--split", default="test", choices=("train", "val", "test"))
-    ev.add_argument("--model", default="baselines",
-                    help="'baselines' (all of them), baseline:random|mime|mean|nearest, or "
-                    "generator (the bundled weights) or generator:CHECKPOINT.safetensors")
-    ev.add_argument("--personalised", action="store_true",
-                    help="enrol each sample's listener from 10 s of another of its clips")
-    ev.add_argument("--neighbours", default="official", choices=("official", "own"),
-                    help="appropriate reactions: the split's neighbour matrix, or only the "
-                    "listener's own reaction (person-specific)")
+    ev.add_argument(
+        "--model",
+        default="baselines",
+        help="'baselines' (all of them), baseline:random|mime|mean|nearest, or "
+        "generator (the bundled weights) or generator:CHECKPOINT.safetensors",
+    )
+    ev.add_argument(
+        "--personalised",
+        action="store_true",
+        help="enrol each sample's listener from 10 s of another of its clips",
+    )
+    ev.add_argument(
+        "--neighbours",
+        default="official",
+        choices=("official", "own"),
+        help="appropriate reactions: the split's neighbour matrix, or only the "
+        "listener's own reaction (person-specific)",
+    )
     ev.add_argument("--k", type=int, default=10, help="predictions per sample")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--workers", type=int, default=2, help="threads for the DTW metrics")

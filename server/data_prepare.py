@@ -148,8 +148,10 @@ def _copy_atomic(src: Path, dst: Path) -> None:
 def _link_video(job: ClipJob) -> None:
     src = rl.SplitPaths(job.source, job.split)
     out = rl.SplitPaths(job.out, job.split)
-    for source, target in ((src.video_file(job.clip), out.video_file(job.clip)),
-                           (src.video_frames_dir(job.clip), out.video_frames_dir(job.clip))):
+    for source, target in (
+        (src.video_file(job.clip), out.video_file(job.clip)),
+        (src.video_frames_dir(job.clip), out.video_frames_dir(job.clip)),
+    ):
         if source.exists() and not target.is_symlink() and not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = _tmp(target)
@@ -293,8 +295,10 @@ def _run(jobs: list[ClipJob], workers: int, resume: bool, progress: bool) -> Ite
                 try:
                     yield future.result()
                 except BrokenProcessPool as err:
-                    raise RuntimeError(f"a worker process died while preparing {job.name}; "
-                                       "rerun to resume (finished clips are kept)") from err
+                    raise RuntimeError(
+                        f"a worker process died while preparing {job.name}; "
+                        "rerun to resume (finished clips are kept)"
+                    ) from err
                 except Exception as err:  # one clip's unexpected error must not stop the rest
                     log.error("%s failed: %r", job.name, err)
                     yield {"split": job.split, "clip": job.clip, "status": "failed",
@@ -316,8 +320,10 @@ def prepare_tree(react_root: str | Path, out: str | Path, *, use_dataset_3dmm: b
     mode = MODE_DATASET_3DMM if use_dataset_3dmm else MODE_PERCEPTION
     space = rl.read_meta(source)["space"]
     if use_dataset_3dmm and space == rl.SPACE_FACEVERSE and faceverse is None:
-        raise DatasetError(f"{source}: --use-dataset-3dmm on FaceVerse coefficients needs the "
-                           "expression name list (and the mean face if they are mean-subtracted)")
+        raise DatasetError(
+            f"{source}: --use-dataset-3dmm on FaceVerse coefficients needs the "
+            "expression name list (and the mean face if they are mean-subtracted)"
+        )
     mapping = faceverse if use_dataset_3dmm and space == rl.SPACE_FACEVERSE else None
     jobs = _jobs(source, out, mode, mapping, str(task_path) if task_path else None, pfl)
     out.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from server.enrolment import enrol_clip
 from server.errors import Busy, ConsentRequired, TooLarge, UnsupportedMedia
-from server.store import ListenerRecord
+from server.store import IdempotencyConflict, InvalidListener, ListenerRecord
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,26 @@ def api_key(request: Request, x_api_key: Annotated[str | None, Header()] = None)
 
 
 Protected = Depends(api_key)
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error response: ``{"error": {"code", "message", "field"}}``."""
+
+    error: ErrorDetail
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    described = {401: "missing or wrong API key", 404: "no such listener",
+                 409: "Idempotency-Key reused with other form fields", 413: "upload too large",
+                 415: "not a video", 422: "invalid input (names the field)",
+                 503: "models loading, server draining or busy"}  # fmt: skip
+    return {s: {"model": ErrorBody, "description": described[s]} for s in statuses}
 
 
 # -- health and metrics --------------------------------------------------------------------------
@@ -60,8 +80,8 @@ async def ready(request: Request) -> JSONResponse:
                          "sessions": s.engine.session_count})  # fmt: skip
 
 
-@router.get("/metrics", tags=["health"], dependencies=[Protected],
-            response_class=Response)  # fmt: skip
+@router.get("/metrics", tags=["health"], dependencies=[Protected], response_class=Response,
+            responses=_errors(401))  # fmt: skip
 async def metrics(request: Request) -> Response:
     """Prometheus metrics (text exposition format)."""
     return Response(services(request).metrics.render(),
@@ -78,7 +98,8 @@ class SessionToken(BaseModel):
     stream_path: str
 
 
-@router.post("/sessions", tags=["stream"], dependencies=[Protected], status_code=201)
+@router.post("/sessions", tags=["stream"], dependencies=[Protected], status_code=201,
+             responses=_errors(401))  # fmt: skip
 async def mint_token(request: Request) -> SessionToken:
     """A short-lived, single-use token for a browser to open ``/v1/stream?token=…``."""
     token, expiry = services(request).guard.mint()
@@ -135,8 +156,10 @@ async def _spool(upload: UploadFile, limit: int) -> str:
 
 
 @router.post("/listeners", tags=["listeners"], dependencies=[Protected], status_code=201,
-             responses={200: {"description": "a retried request (same Idempotency-Key)"},
-                        413: {}, 415: {}, 422: {}, 503: {}})  # fmt: skip
+             response_model=Listener,
+             responses={200: {"model": Listener, "description": "a retried request (the same "
+                              "Idempotency-Key): the listener the first attempt made"},
+                        **_errors(401, 409, 413, 415, 422, 503)})  # fmt: skip
 async def enrol_listener(
     request: Request,
     clip: Annotated[UploadFile, File(description="video of the person, at least 10 s")],
@@ -150,6 +173,8 @@ async def enrol_listener(
     if consent is None:
         raise ConsentRequired("the form field 'consent' must be given explicitly (true or false)",
                               field="consent")  # fmt: skip
+    if not name.strip():  # refused before the extraction, not after seconds of it
+        raise InvalidListener("name", "must not be empty")
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > settings.upload_max_bytes + CHUNK:
         raise TooLarge(f"uploads are limited to {settings.upload_max_bytes} bytes", field="clip")
@@ -160,17 +185,10 @@ async def enrol_listener(
     store, engine = s.ready_store(), s.ready_engine()
     if idempotency_key:
         earlier = await asyncio.to_thread(store.find_by_idempotency_key, idempotency_key)
-        if earlier is not None:  # a retry: no second extraction
-            record, _ = await asyncio.to_thread(
-                store.create,
-                name=name,
-                consent=consent,
-                enrolment=b"\0",
-                model_hash=earlier.model_hash,
-                clip=earlier.clip,
-                idempotency_key=idempotency_key,
-            )
-            return JSONResponse(_listener(record).model_dump(), status_code=200)
+        if earlier is not None:  # a retry: answer it without a second extraction
+            if (earlier.name, earlier.consent) != (name.strip(), consent):
+                raise IdempotencyConflict(idempotency_key)
+            return JSONResponse(_listener(earlier).model_dump(), status_code=200)
     if s.enrol_slots.locked():
         raise Busy("too many enrolments in progress; retry shortly")
     async with s.enrol_slots:
@@ -204,7 +222,8 @@ async def enrol_listener(
     return JSONResponse(_listener(record).model_dump(), status_code=201 if created else 200)
 
 
-@router.get("/listeners", tags=["listeners"], dependencies=[Protected])
+@router.get("/listeners", tags=["listeners"], dependencies=[Protected],
+            responses=_errors(401, 422))  # fmt: skip
 async def list_listeners(
     request: Request,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
@@ -218,14 +237,14 @@ async def list_listeners(
 
 
 @router.get("/listeners/{listener_id}", tags=["listeners"], dependencies=[Protected],
-            responses={404: {}})  # fmt: skip
+            responses=_errors(401, 404))  # fmt: skip
 async def get_listener(request: Request, listener_id: str) -> Listener:
     store = services(request).ready_store()
     return _listener(await asyncio.to_thread(store.get, listener_id))
 
 
 @router.delete("/listeners/{listener_id}", tags=["listeners"], dependencies=[Protected],
-               status_code=204, responses={404: {}})  # fmt: skip
+               status_code=204, responses=_errors(401, 404))  # fmt: skip
 async def delete_listener(request: Request, listener_id: str) -> Response:
     """Erase the listener and everything stored about that person."""
     store = services(request).ready_store()

@@ -40,7 +40,8 @@ class DrainingServer(uvicorn.Server):
         self._draining = True
         log.info("%s: draining streams before shutdown", signal.Signals(sig).name)
         loop.call_soon_threadsafe(
-            lambda: loop.create_task(self._drain_then_exit(services, sig, frame)))
+            lambda: loop.create_task(self._drain_then_exit(services, sig, frame))
+        )
 
     async def _drain_then_exit(self, services: object, sig: int, frame: FrameType | None) -> None:
         try:

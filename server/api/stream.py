@@ -69,7 +69,7 @@ async def stream(ws: WebSocket) -> None:
     key = ws.headers.get("x-api-key") or (bearer[7:] if bearer.lower().startswith("bearer ")
                                           else None)  # fmt: skip
     try:
-        services.guard.check_stream(token=ws.query_params.get("token"), key=key)
+        _authorise(services, ws, key)
     except ServiceError as exc:
         await ws.close(code=CloseCode.POLICY, reason=exc.reason[:120])
         return
@@ -80,6 +80,16 @@ async def stream(ws: WebSocket) -> None:
         await handler.run()
     finally:
         services.streams.discard(handler)
+
+
+def _authorise(services: Any, ws: WebSocket, key: str | None) -> None:
+    """A stream token, the API key, or (to resume) a live session's id and resume token."""
+    q = ws.query_params
+    sid, resume_token = q.get("session_id"), q.get("resume_token")
+    engine = services.engine
+    if sid and resume_token and engine is not None and engine.can_resume(sid, resume_token):
+        return
+    services.guard.check_stream(token=q.get("token"), key=key)
 
 
 class _Inbox:
@@ -142,6 +152,8 @@ class StreamHandler:
         self.loop.call_soon_threadsafe(self._enqueue, item)
 
     def _enqueue(self, item: Any) -> None:
+        if self._closing is not None:
+            return  # the connection is being closed: nothing more goes out
         if self.outbox.qsize() >= OUTBOX and isinstance(item, ReactionWindow):
             return  # the client does not read: drop reactions, keep control messages
         self.outbox.put_nowait(item)
@@ -161,17 +173,19 @@ class StreamHandler:
         finally:
             for t in tasks:
                 t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            self._release()
+            try:
+                await asyncio.gather(*tasks, return_exceptions=True)
+            finally:  # even when this task is cancelled: the session must not stay attached
+                self._release()
 
     def _release(self) -> None:
         engine = self.services.engine
         if self.session is None or engine is None:
             return
         if self._stopped or self._draining:
-            engine.close_session(self.session)
+            engine.close_session(self.session, self.sink)
         else:
-            engine.detach(self.session)  # the client may come back with its resume token
+            engine.detach(self.session, self.sink)  # the client may come back to resume
 
     async def _receiver(self) -> None:
         idle = self.settings.idle_timeout_s
@@ -186,8 +200,9 @@ class StreamHandler:
                     )
                 )
                 break
-            try:
-                msg = await asyncio.wait_for(self.ws.receive(), timeout=min(idle, remaining))
+            try:  # asyncio.timeout, not wait_for: wait_for can swallow a cancellation (3.11)
+                async with asyncio.timeout(min(idle, remaining)):
+                    msg = await self.ws.receive()
             except TimeoutError:
                 if remaining > idle:  # else the loop's first check ends the session
                     await self._fatal(ProtocolError(ErrorCode.IDLE_TIMEOUT, f"nothing received "
@@ -343,6 +358,9 @@ class StreamHandler:
             if self.session is None or not self.session.in_flight:
                 break
             await asyncio.sleep(0.01)
+        await self._send_queued()
+
+    async def _send_queued(self) -> None:
         while not self.outbox.empty():
             item = self.outbox.get_nowait()
             if not isinstance(item, tuple):
@@ -386,10 +404,11 @@ class StreamHandler:
                                             "this connection"))  # fmt: skip
 
     async def _fatal(self, err: ProtocolError) -> None:
+        self._closing = (close_code_for(err.code), err.reason)
         with contextlib.suppress(Exception):
+            await self._send_queued()  # what was queued before the error goes out before it
             await self.ws.send_text(dump(error_message(err, fatal=True)))
         self._stopped = err.code not in (ErrorCode.IDLE_TIMEOUT,)
-        self._closing = (close_code_for(err.code), err.reason)
         await self._close_now()
 
     async def _close_now(self) -> None:

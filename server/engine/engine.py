@@ -174,24 +174,40 @@ class Engine:
         return session, token
 
     def resume_session(self, session_id: str, token: str, sink: Sink) -> StreamSession:
+        """Reattach a session to a new connection. A session still attached to an old one
+        (a half-open connection the server has not noticed yet) is taken over."""
         with self._lock:
             self._reap_locked()
-            slot = self._sessions.get(session_id)
-            if slot is None or not hmac.compare_digest(slot.resume_token, token):
-                raise ProtocolError(
-                    ErrorCode.RESUME_FAILED,
-                    "no session with that id and token "
-                    "(it may have expired after its grace period)",
-                )
+            slot = self._slot(session_id, token)
             if slot.detached_at is None:
-                raise ProtocolError(ErrorCode.RESUME_FAILED, "that session is still connected")
+                log.info("session %s taken over by a new connection", session_id)
             slot.detached_at = None
         slot.session.attach(sink)
         log.info("session %s resumed", session_id)
         return slot.session
 
-    def detach(self, session: StreamSession) -> None:
-        """The client went away: keep the session for the grace period."""
+    def _slot(self, session_id: str, token: str) -> _Slot:
+        slot = self._sessions.get(session_id)
+        if slot is None or not hmac.compare_digest(slot.resume_token.encode(), token.encode()):
+            raise ProtocolError(ErrorCode.RESUME_FAILED, "no session with that id and token "
+                                "(it may have expired after its grace period)")  # fmt: skip
+        return slot
+
+    def can_resume(self, session_id: str, token: str) -> bool:
+        """Whether ``(session_id, token)`` names a live session (the credential of a resuming
+        browser, whose single-use stream token is spent)."""
+        with self._lock:
+            try:
+                self._slot(session_id, token)
+            except ProtocolError:
+                return False
+            return True
+
+    def detach(self, session: StreamSession, sink: Sink | None = None) -> None:
+        """The client went away: keep the session for the grace period. With ``sink``, only if
+        that connection still owns the session (not after another one took it over)."""
+        if sink is not None and not session.owned_by(sink):
+            return
         session.attach(None)
         with self._lock:
             slot = self._sessions.get(session.id)
@@ -200,7 +216,9 @@ class Engine:
             if self.limits.resume_grace_s <= 0 or self.draining:
                 self._close_locked(session.id)
 
-    def close_session(self, session: StreamSession) -> None:
+    def close_session(self, session: StreamSession, sink: Sink | None = None) -> None:
+        if sink is not None and not session.owned_by(sink):
+            return
         with self._lock:
             self._close_locked(session.id)
 

@@ -18,7 +18,9 @@ class Metrics:
         self.windows = Counter("rapport_windows", "Reaction windows generated.", registry=r)
         self.batch_size = Histogram("rapport_batch_size", "Windows per generator batch.",
                                     buckets=BATCH_BUCKETS, registry=r)  # fmt: skip
-        self.stage = Histogram("rapport_stage_seconds", "Latency per stage.", ["stage"],
+        self.stage = Histogram("rapport_stage_seconds", "Latency per stage: perception (one "
+                               "frame), generate (one batch), window_wait (ready -> generated), "
+                               "server_latency (input arrival -> reaction sent).", ["stage"],
                                buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
         self.dropped = Counter("rapport_dropped_frames", "Video frames dropped (backlog, "
                                "duplicates, late).", registry=r)  # fmt: skip
@@ -33,6 +35,9 @@ class Metrics:
         self.stage.labels("generate").observe(seconds)
         for w in waits:
             self.stage.labels("window_wait").observe(w)
+
+    def observe_stage(self, stage: str, seconds: float) -> None:
+        self.stage.labels(stage).observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -105,13 +105,15 @@ class StreamSession:
     def __init__(self, session_id: str, listener: str, options: SessionOptions, online: Session,
                  *, submit: Callable[[StreamSession], None],
                  extractor_factory: Callable[[], StreamingFaceExtractor],
-                 sink: Sink | None = None) -> None:  # fmt: skip
+                 sink: Sink | None = None,
+                 observe: Callable[[str, float], None] | None = None) -> None:  # fmt: skip
         self.id, self.listener, self.options, self.online = session_id, listener, options, online
         self.stats = SessionStats()
         self.runner_key = (options.steps, options.guidance, options.posnet)
         self.created = time.monotonic()
         self.closed = False
         self._submit, self._make_extractor = submit, extractor_factory
+        self._observe = observe or (lambda stage, seconds: None)
         self._sink: Sink | None = sink
         self._lock = threading.Lock()
         self._extractor: StreamingFaceExtractor | None = None
@@ -123,7 +125,8 @@ class StreamSession:
         self._timeline = Timeline(audio_lookahead=AudioFeatureStream().lookahead_frames)
         self._pending: collections.deque[SpeakerFrame] = collections.deque()
         self._recent: collections.deque[tuple[int, SpeakerFrame]] = collections.deque(
-            maxlen=2 * online.window + 1)  # (index in the generator's stream, frame)
+            maxlen=2 * online.window + 1
+        )  # (index in the generator's stream, frame)
         self._in_flight = False
         self.submitted_at = 0.0
         self._out: list[np.ndarray] = []
@@ -141,6 +144,10 @@ class StreamSession:
             self._sink = sink
             if sink is not None and self.stats.frames_in + self.stats.audio_chunks:
                 self._rebase = True  # a resumed stream: continue the timeline at its next media
+
+    def owned_by(self, sink: Sink | None) -> bool:
+        """Whether ``sink`` is the connection this session currently sends to."""
+        return sink is not None and self._sink == sink
 
     def _emit(self, item: Outgoing) -> None:
         sink = self._sink
@@ -195,7 +202,9 @@ class StreamSession:
             self._fresh_extractor = False
         index = self._extractor_index
         self._video_index[index] = (tick, seq, capture_ts, arrival)
+        began = time.monotonic()
         out = self._extractor.push(rgb, tick / FPS)
+        self._observe("perception", time.monotonic() - began)
         self._extractor_index += 1
         with self._lock:
             self._take_extraction(out, first_of_stream=new_stream and tick > 0)
@@ -348,7 +357,9 @@ class StreamSession:
                                 capture_ts=max(known) if known else math.nan)  # fmt: skip
         self.stats.windows_out += 1
         if arrival is not None and math.isfinite(arrival):
-            self.stats.latency_ms.append(1000.0 * (time.monotonic() - arrival))
+            seconds = time.monotonic() - arrival
+            self.stats.latency_ms.append(1000.0 * seconds)
+            self._observe("server_latency", seconds)
         self._emit(window)
 
     def _finish_flush(self) -> None:

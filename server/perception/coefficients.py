@@ -37,9 +37,7 @@ def face_scale_px(obs: FaceObservation, window: PflWindow | None) -> float:
     return image_height_px / depth
 
 
-def coefficients(
-    obs: FaceObservation, window: PflWindow, *, on_crop: bool = True
-) -> np.ndarray:
+def coefficients(obs: FaceObservation, window: PflWindow, *, on_crop: bool = True) -> np.ndarray:
     """The 58-d frame for one observation, translation relative to ``window``.
 
     ``on_crop``: ``obs`` came from the window's crop (else from the whole frame). The window must

@@ -75,8 +75,12 @@ class PflWindow:
         x0, y0, _, _ = self.box
         affine = np.array([[s, 0.0, -x0 * s], [0.0, s, -y0 * s]], dtype=np.float64)
         return cv2.warpAffine(
-            rgb, affine, (out_size, out_size), flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR,
-            borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0),
+            rgb,
+            affine,
+            (out_size, out_size),
+            flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=(0, 0, 0),
         )
 
     def to_window(self, xy_px: np.ndarray) -> np.ndarray:
@@ -130,9 +134,7 @@ def face_centred_window(box: Box, frame_size: tuple[int, int], config: PflConfig
     return PflWindow(cx=(x0 + x1) / 2, cy=(y0 + y1) / 2, size=size, frame_size=frame_size)
 
 
-def reanchored_window(
-    previous: PflWindow, boxes: Sequence[Box], config: PflConfig
-) -> PflWindow:
+def reanchored_window(previous: PflWindow, boxes: Sequence[Box], config: PflConfig) -> PflWindow:
     """A new window over ``boxes`` that keeps at least the previous size and the face reference."""
     fresh = window_from_boxes(boxes, previous.frame_size, config)
     if fresh is None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from server.protocol.binary import PROTOCOL_VERSION
 from server.protocol.errors import FATAL_CODES, ErrorCode, ProtocolError
@@ -75,6 +75,8 @@ class PingMsg(_Message):
 
 
 class StartedMsg(_Message):
+    """The session runs: resume credentials, effective ``settings`` and the server's ``limits``."""
+
     type: Literal["started"] = "started"
     session_id: Id
     resume_token: Id
@@ -85,12 +87,16 @@ class StartedMsg(_Message):
 
 
 class ResumedMsg(_Message):
+    """The session was taken over; media from now on lands on ``next_frame``."""
+
     type: Literal["resumed"] = "resumed"
     session_id: Id
     next_frame: Count
 
 
 class ErrorMsg(_Message):
+    """A problem; after a ``fatal`` one the server closes the connection."""
+
     type: Literal["error"] = "error"
     code: ErrorCode
     message: str
@@ -108,6 +114,8 @@ class EventMsg(_Message):
 
 
 class StatsMsg(_Message):
+    """Periodic counters; latency is server-side (newest input's arrival to the window sent)."""
+
     type: Literal["stats"] = "stats"
     frames_in: Count
     frames_dropped: Count
@@ -119,6 +127,8 @@ class StatsMsg(_Message):
 
 
 class FlushedMsg(_Message):
+    """Every window the media allowed is out; ``windows`` counts the session's windows so far."""
+
     type: Literal["flushed"] = "flushed"
     windows: Count
 
@@ -155,8 +165,6 @@ _FIELD_NAMES = frozenset(
     for m in (StartOptions, *CLIENT_TYPES.values(), *SERVER_TYPES.values())
     for name in m.model_fields
 )
-CLIENT_ADAPTER: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
-SERVER_ADAPTER: TypeAdapter[ServerMessage] = TypeAdapter(ServerMessage)
 
 
 def dump(msg: _Message) -> str:

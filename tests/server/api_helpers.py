@@ -191,7 +191,7 @@ class Stream:
             ts = self.clock0 + tick / FPS
             seq = first_seq + i
             self.media(Kind.VIDEO_JPEG, seq, ts, jpeg)
-            audio = pcm[2 * CHUNK * tick: 2 * CHUNK * (tick + 1)]
+            audio = pcm[2 * CHUNK * tick : 2 * CHUNK * (tick + 1)]
             if audio:
                 self.media(Kind.AUDIO_PCM16, seq, ts, audio)
 

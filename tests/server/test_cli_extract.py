@@ -103,8 +103,10 @@ def test_audio_option_must_have_audio(clip_4s, tmp_path, caplog) -> None:
 
 def test_console_script_reports_no_face_clearly(tmp_path) -> None:
     rng = np.random.default_rng(1)
-    clip = write_video(tmp_path / "noise.mp4",
-                       [rng.integers(0, 255, (240, 320, 3), dtype=np.uint8) for _ in range(8)])
+    clip = write_video(
+        tmp_path / "noise.mp4",
+        [rng.integers(0, 255, (240, 320, 3), dtype=np.uint8) for _ in range(8)],
+    )
     script = Path(sys.executable).parent / "rapport"
     argv = [str(script), "-q", "extract", str(clip), "--out", str(tmp_path / "o.npz")]
     run = subprocess.run(argv, capture_output=True, text=True, timeout=120)
@@ -123,7 +125,7 @@ def test_audio_stream_at_44k_matches_the_whole_signal(speech_wav) -> None:
     parts, i = [], 0
     while i < len(ints):
         n = int(rng.integers(1, 3000))
-        parts.append(stream.push(ints[i: i + n]))
+        parts.append(stream.push(ints[i : i + n]))
         i += n
     parts.append(stream.flush())
     starts = [p.start for p in parts]

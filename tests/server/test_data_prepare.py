@@ -43,15 +43,20 @@ def files_of(tree: Path, clips: list[str], *, found: bool = True) -> dict[str, b
         out[f"{clip}.npy"] = paths.coeffs(clip).read_bytes()
         out[f"{clip}.csv"] = paths.emotion(clip).read_bytes()
         if found:
-            out[f"{clip}.found"] = paths.coeffs(clip).with_name(
-                Path(clip).name + ".found.npy").read_bytes()
+            out[f"{clip}.found"] = (
+                paths.coeffs(clip).with_name(Path(clip).name + ".found.npy").read_bytes()
+            )
     return out
 
 
 def test_perception_tree_loads_with_every_field(prepared, react_release, mapping) -> None:
     out, summary = prepared
     assert (summary["clips"], summary["prepared"], summary["skipped"], summary["failed"]) == (
-        8, 8, 0, 0)
+        8,
+        8,
+        0,
+        0,
+    )
     meta = json.loads((out / rl.META_FILE).read_text())
     assert meta["space"] == rl.SPACE_RAPPORT and meta["mode"] == "perception" and meta["complete"]
     assert meta["source"] == str(react_release.root.resolve()) and meta["date"][:2] == "20"
@@ -90,8 +95,9 @@ def test_perception_tree_loads_with_every_field(prepared, react_release, mapping
 def test_perception_coefficients_are_extract_face(prepared, react_release) -> None:
     out, _ = prepared
     clip = PAIRS[2][0]  # a PNG-folder clip
-    coeffs, found, _, _ = extract_face(PngFrames(rl.SplitPaths(react_release.root,
-                                                               SPLIT).video_frames_dir(clip)))
+    coeffs, found, _, _ = extract_face(
+        PngFrames(rl.SplitPaths(react_release.root, SPLIT).video_frames_dir(clip))
+    )
     paths = rl.SplitPaths(out, SPLIT)
     np.testing.assert_allclose(np.load(paths.coeffs(clip)), coeffs, atol=1e-6)
     np.testing.assert_array_equal(np.load(paths.coeffs(clip).with_name("1.found.npy")), found)
@@ -150,8 +156,10 @@ def test_failed_clips_are_reported_and_the_run_goes_on(tmp_path) -> None:
     noise, missing = "NoXI/s/Expert_video/1", "NoXI/s/Novice_video/1"
     paths.video_file(noise).parent.mkdir(parents=True)
     rng = np.random.default_rng(0)
-    write_video(paths.video_file(noise),
-                [rng.integers(0, 255, (128, 128, 3), dtype=np.uint8) for _ in range(8)])
+    write_video(
+        paths.video_file(noise),
+        [rng.integers(0, 255, (128, 128, 3), dtype=np.uint8) for _ in range(8)],
+    )
     (root / "train.csv").write_text(f"i,s,l\n0,{noise},{missing}\n")
     summary = prepare_tree(root, tmp_path / "out", workers=1, progress=False)
     assert (summary["prepared"], summary["failed"]) == (0, 2)
@@ -174,8 +182,10 @@ def test_pairs_with_failed_clips_are_dropped_so_the_tree_loads(tmp_path, astrona
         paths.video_file(clip).parent.mkdir(parents=True, exist_ok=True)
         write_video(paths.video_file(clip), [face] * 6)
     paths.video_file(bad).parent.mkdir(parents=True, exist_ok=True)
-    write_video(paths.video_file(bad),
-                [rng.integers(0, 255, (128, 128, 3), dtype=np.uint8) for _ in range(6)])
+    write_video(
+        paths.video_file(bad),
+        [rng.integers(0, 255, (128, 128, 3), dtype=np.uint8) for _ in range(6)],
+    )
     (root / "train.csv").write_text(f"i,s,l\n0,{good[0]},{good[1]}\n1,{bad},{good[1]}\n")
     neighbours = np.eye(4, dtype=bool)
     neighbours[0, 1] = neighbours[1, 0] = True  # pair 0 as written ~ pair 1 as written

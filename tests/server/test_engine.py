@@ -217,6 +217,19 @@ def test_resume_needs_the_token_and_keeps_the_generator_state(engine) -> None:
     assert starts and starts[0] >= t_before  # the timeline continues, it does not restart
 
 
+def test_a_new_connection_takes_over_a_half_open_one(engine) -> None:
+    old, new = Collector(), Collector()
+    session, token = engine.open_session("generic", None, engine.resolve_options({}), old)
+    assert engine.can_resume(session.id, token) and not engine.can_resume(session.id, "x")
+    assert engine.resume_session(session.id, token, new) is session  # never detached
+    engine.detach(session, old)  # the stale connection finally notices: nothing happens
+    engine.close_session(session, old)
+    assert not session.closed and session.owned_by(new)
+    feed(session, 16)
+    new.wait_for(ReactionWindow, 1)
+    assert old.of(ReactionWindow) == []
+
+
 def test_a_session_past_its_grace_period_is_closed(models) -> None:
     engine = make_engine(models, resume_grace_s=0.0)
     try:
