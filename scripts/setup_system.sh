@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the project needs, only those not yet installed.
-#   asterisk-core-sounds-en-wav: real recorded speech for the audio tests.
+#   asterisk-core-sounds-en-wav: real recorded speech for the audio tests;
+#   postgresql: a throwaway server for the listener-store tests on PostgreSQL.
 set -euo pipefail
-packages=(asterisk-core-sounds-en-wav)
+packages=(asterisk-core-sounds-en-wav postgresql)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
