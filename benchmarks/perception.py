@@ -119,7 +119,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clip", type=Path, default=ROOT / ".cache/media/franck.mp4")
     parser.add_argument("--speech", type=Path,
-                        default=Path("/usr/share/asterisk/sounds/en/demo-congrats.wav"))
+                        default=ROOT / ".cache/media/speech/demo-congrats.wav")
     parser.add_argument("--frames", type=int, default=500)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results")
     args = parser.parse_args()

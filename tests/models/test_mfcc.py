@@ -21,7 +21,7 @@ from models.features.mfcc import (
     to_mono,
 )
 
-SOUNDS_DIR = Path("/usr/share/asterisk/sounds/en")
+SOUNDS_DIR = Path(__file__).resolve().parents[2] / ".cache" / "media" / "speech"
 PREFERRED = ("agent-alreadyon.wav", "agent-incorrect.wav", "activated.wav")
 EPS32 = float(np.finfo(np.float32).eps)
 
@@ -30,7 +30,7 @@ EPS32 = float(np.finfo(np.float32).eps)
 def speech_files() -> list[Path]:
     """A few real telephony speech recordings (Debian asterisk-core-sounds-en-wav)."""
     if not SOUNDS_DIR.is_dir():
-        pytest.skip(f"{SOUNDS_DIR} missing: install the asterisk-core-sounds-en-wav package")
+        pytest.skip(f"{SOUNDS_DIR} missing: `make media` copies them from Debian asterisk sounds")
     files = [SOUNDS_DIR / name for name in PREFERRED if (SOUNDS_DIR / name).is_file()]
     files = files or sorted(SOUNDS_DIR.glob("*.wav"))[:3]
     if not files:
