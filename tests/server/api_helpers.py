@@ -148,6 +148,15 @@ class Stream:
         assert isinstance(msg, dict) and msg["type"] == kind, f"expected {kind!r}, got {msg}"
         return msg
 
+    def wait_for(self, kind: str, timeout: float = 10.0) -> dict:
+        """Read until a control message of type ``kind``; the others stay in ``seen``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self.next_control(max(0.01, deadline - time.monotonic()))
+            assert isinstance(msg, dict), f"closed while waiting for {kind!r}: {msg}"
+            if msg["type"] == kind:
+                return msg
+
     def expect_error(self, code: str, timeout: float = 10.0) -> dict:
         msg = self.expect("error", timeout)
         assert msg["code"] == code, msg
@@ -197,7 +206,7 @@ class Stream:
 
     def flush(self, timeout: float = 30.0) -> dict:
         self.send({"type": "flush"})
-        return self.expect("flushed", timeout)
+        return self.wait_for("flushed", timeout)
 
 
 @contextlib.contextmanager
