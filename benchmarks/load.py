@@ -15,7 +15,9 @@ then flushes and stops. Figures per N:
 A step counts as **real time** when every session received ≥ 95 % of its expected reaction
 frames, dropped ≤ 5 % of its video frames and had a p95 latency under 1 s. Two configurations
 run side by side: the engine as shipped (windows of all sessions batched, up to 64) and the
-same server with batching off (``RAPPORT_MAX_BATCH=1``) as the baseline.
+same server with batching off (``RAPPORT_MAX_BATCH=1``) as the baseline, both servers up at
+once and their steps alternating, so that other work on the machine weighs on both alike (the
+1-minute load average before each step is recorded).
 
 Writes ``benchmarks/results/load.json`` and ``load.png``.
 
@@ -45,7 +47,7 @@ from server.protocol import Kind, decode_reaction, encode_media
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIP = ROOT / ".cache/media/cap13_edit2.mp4"
-SPEECH = Path("/usr/share/asterisk/sounds/en/demo-congrats.wav")
+SPEECH = ROOT / ".cache/media/speech/demo-congrats.wav"
 CONFIGS = {"batched": {}, "single": {"RAPPORT_MAX_BATCH": "1"}}
 FPS, CHUNK = 25, 640
 
@@ -174,25 +176,33 @@ async def step(server: Server, n: int, jpgs: list[bytes], pcm: np.ndarray) -> di
     return row
 
 
-async def run_config(name: str, env: dict, sessions: list[int], jpgs, pcm) -> list[dict]:
-    server = Server(env)
+async def run_all(configs: list[str], sessions: list[int], jpgs, pcm) -> dict[str, list[dict]]:
+    """Every configuration's server up at once (an idle one costs nothing); the steps alternate
+    between them (N=1 batched, N=1 single, N=2 batched, …) so that whatever else the machine
+    does at the time weighs on both alike."""
+    servers = {name: Server(CONFIGS[name]) for name in configs}
+    results: dict[str, list[dict]] = {name: [] for name in configs}
     try:
-        await server.ready()
-        await step(server, 1, jpgs[: 2 * FPS], pcm)  # warm-up: first-frame model loads
-        rows = []
+        for server in servers.values():
+            await server.ready()
+            await step(server, 1, jpgs[: 2 * FPS], pcm)  # warm-up: first-frame model loads
         for n in sessions:
-            row = await step(server, n, jpgs, pcm)
-            print(
-                f"{name:8s} N={n:2d}  latency median {row['latency_ms_median']:.0f} ms  p95 "
-                f"{row['latency_ms_p95']:.0f} ms  delivered {row['min_delivered']:.0%}  "
-                f"dropped {row['max_dropped_share']:.1%}  cpu {row['server_cpu_cores']:.2f} "
-                f"cores  real time: {row['real_time']}",
-                flush=True,
-            )
-            rows.append(row)
-        return rows
+            for name, server in servers.items():
+                load_before = os.getloadavg()[0]
+                row = await step(server, n, jpgs, pcm)
+                row["load_average_before"] = load_before
+                print(
+                    f"{name:8s} N={n:2d}  latency median {row['latency_ms_median']:.0f} ms  p95 "
+                    f"{row['latency_ms_p95']:.0f} ms  delivered {row['min_delivered']:.0%}  "
+                    f"dropped {row['max_dropped_share']:.1%}  cpu {row['server_cpu_cores']:.2f} "
+                    f"cores  load {load_before:.1f}  real time: {row['real_time']}",
+                    flush=True,
+                )
+                results[name].append(row)
+        return results
     finally:
-        server.stop()
+        for server in servers.values():
+            server.stop()
 
 
 def plot(results: dict, out: Path) -> None:
@@ -226,8 +236,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results"))
     args = ap.parse_args()
     jpgs, pcm = load_media(args.seconds)
-    results = {name: asyncio.run(run_config(name, CONFIGS[name], args.sessions, jpgs, pcm))
-               for name in args.configs}  # fmt: skip
+    results = asyncio.run(run_all(args.configs, args.sessions, jpgs, pcm))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     largest = {name: max([r["sessions"] for r in rows if r["real_time"]], default=0)
