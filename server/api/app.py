@@ -20,7 +20,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from models.weights import DefaultModels, load_default, resolve_device
-from server.api import errors, rest, stream
+from server.api import errors, rest, stream, web
 from server.api.security import Guard
 from server.engine.engine import Engine, EngineLimits
 from server.engine.metrics import Metrics
@@ -155,4 +155,5 @@ def create_app(settings: Settings | None = None, *, models: DefaultModels | None
     errors.install(app)
     app.include_router(rest.router)
     app.include_router(stream.router)
+    web.install(app)
     return app
