@@ -8,7 +8,7 @@ import { BLENDSHAPE_NAMES, ROTATION, TRANSLATION } from "./layout.js";
 
 export const DEFAULT_AVATAR_URL = "/avatar/default.glb";
 const CAMERA_DISTANCE_M = 0.45;
-const WINDOW_WIDTH_M = 0.35; // one PFL window width at the head, in scene metres
+const WINDOW_WIDTH_M = 0.25; // one PFL window width at the head, in scene metres
 // MediaPipe canonical mesh landmarks around each eye: corners, upper and lower lid.
 const EYE_RINGS = [[33, 133, 159, 145], [362, 263, 386, 374]];
 const CANONICAL_VERTICES = 468;
@@ -106,9 +106,9 @@ export class AvatarView {
       const eye = new THREE.Group();
       eye.position.copy(c).add(new THREE.Vector3(0, 0, -r * 0.55));
       const ball = new THREE.Mesh(new THREE.SphereGeometry(r, 24, 16), white);
-      const pupil = new THREE.Mesh(new THREE.SphereGeometry(r * 0.45, 16, 12), iris);
-      pupil.position.z = r * 0.72;
-      pupil.scale.z = 0.5;
+      const pupil = new THREE.Mesh(new THREE.SphereGeometry(r * 0.42, 16, 12), iris);
+      pupil.position.z = r * 0.9; // its front pokes out of the ball
+      pupil.scale.z = 0.35;
       eye.add(ball, pupil);
       face.add(eye);
       this.eyes.push(eye);
