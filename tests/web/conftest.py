@@ -23,7 +23,7 @@ import pytest
 import soundfile as sf
 
 from server.perception.video import iter_frames_25fps, read_audio
-from tests.conftest import media_clip
+from tests.conftest import media_clip, missing_media
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path(os.environ.get("RAPPORT_TEST_CHROMIUM", "/usr/bin/chromium"))
@@ -110,9 +110,9 @@ def fake_media(tmp_path_factory, speech_wav) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def chromium_ready() -> None:
     if not CHROMIUM.is_file():
-        pytest.skip(f"{CHROMIUM} missing: `make system` installs Debian's chromium")
+        missing_media(f"{CHROMIUM} missing: `make system` installs Debian's chromium")
     if not DIST.is_file():
-        pytest.skip("the web client is not built: `make web`")
+        missing_media("the web client is not built: `make web`")
 
 
 @pytest.fixture(scope="module")
@@ -141,20 +141,34 @@ def browser(tmp_path_factory, fake_media, chromium_ready):
     shutil.rmtree(profile, ignore_errors=True)
 
 
-@pytest.fixture()
-def page(browser, server, request):
-    """A fresh tab on the served page; its console is kept for failure messages."""
+def open_page(browser, base: str):
+    """A fresh tab on the served page, ready (default avatar loaded, listeners asked for)."""
     pg = browser.new_page()
     pg.console_lines = []
+    pg.errors = []
     pg.on("console", lambda m: pg.console_lines.append(f"{m.type}: {m.text}"))
-    pg.on("pageerror", lambda e: pg.console_lines.append(f"pageerror: {e}"))
-    pg.goto(server.base + "/")
+    pg.on("pageerror", lambda e: pg.errors.append(str(e)))
+    pg.goto(base + "/")
     pg.wait_for_function("window.rapport && window.rapport.ready")
     pg.evaluate("window.rapport.ready")
-    yield pg
+    return pg
+
+
+def close_page(pg, name: str) -> None:
+    """Screenshot and console log as artefacts; an uncaught error in the page fails the test."""
     ARTEFACTS.mkdir(parents=True, exist_ok=True)
-    pg.screenshot(path=str(ARTEFACTS / f"{request.node.name}-end.png"), full_page=True)
+    pg.screenshot(path=str(ARTEFACTS / f"{name}-end.png"), full_page=True)
+    log = [*pg.console_lines, *(f"pageerror: {e}" for e in pg.errors)]
+    (ARTEFACTS / f"{name}-console.txt").write_text("\n".join(log) + "\n")
     pg.close()
+    assert not pg.errors, f"uncaught errors in the page: {pg.errors}"
+
+
+@pytest.fixture()
+def page(browser, server, request):
+    pg = open_page(browser, server.base)
+    yield pg
+    close_page(pg, request.node.name)
 
 
 def shot(page, name: str) -> Path:

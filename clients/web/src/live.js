@@ -21,6 +21,7 @@ export class LiveController {
     this.audio = null;
     this.serverStats = null;
     this.windows = 0;
+    this.videoSkipped = 0;
     this.lastError = null;
   }
 
@@ -54,13 +55,15 @@ export class LiveController {
     this.video = new VideoSender(self, (jpeg, ts) => session.sendMedia(Kind.JPEG, jpeg, ts));
     this.audio = new AudioSender(this.stream, (samples, ts) => session.sendMedia(Kind.PCM16, floatToPcm16(samples), ts));
     await session.start();
+    if (session.state === State.FAILED) return;
     this.video.start();
+    $("stop").disabled = false;
     try {
       await this.audio.start();
     } catch (err) {
-      setText("message", `microphone unavailable (${err.message}); streaming video only`);
+      // Only news while the stream lives (a failed start tears the microphone down under it).
+      if (this.stream && session.state !== State.FAILED) setText("message", `microphone unavailable (${err.message}); streaming video only`);
     }
-    $("stop").disabled = false;
   }
 
   reset() {
@@ -68,6 +71,7 @@ export class LiveController {
     this.latency.clear();
     this.network.clear();
     this.windows = 0;
+    this.videoSkipped = 0; // frames the encoder could not keep up with, of stopped senders
     this.serverStats = null;
   }
 
@@ -101,7 +105,7 @@ export class LiveController {
     const net = this.network.summary();
     const s = this.session;
     const server = this.serverStats ? this.serverStats.frames_dropped : 0;
-    const client = s ? s.skipped.video + (this.video ? this.video.skipped : 0) : 0;
+    const client = (s ? s.skipped.video : 0) + this.videoSkipped + (this.video ? this.video.skipped : 0);
     const late = this.player.counters.late;
     return {
       state: s ? s.state : "idle",
@@ -132,8 +136,13 @@ export class LiveController {
   }
 
   teardown() {
-    if (this.video) this.video.stop();
+    if (this.video) {
+      this.video.stop();
+      this.videoSkipped += this.video.skipped;
+    }
     if (this.audio) this.audio.stop().catch(() => {});
+    this.video = null;
+    this.audio = null;
     stopTracks(this.stream);
     this.stream = null;
     $("start").disabled = false;
