@@ -1,5 +1,6 @@
 """Enrolment of a listener from an uploaded clip: offline PFL + extraction, then one forward of
-the style encoder and hypernetwork. Synchronous (the API runs it in a worker thread)."""
+the style encoder and hypernetwork, and (with consent) the personality estimate. Synchronous (the
+API runs it in a worker thread)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from models.personal.enrolment import Enrolment, enrol
 from models.weights import DefaultModels
 from server.errors import BadMedia
 from server.perception.files import NoFaceError, extract_file
 from server.perception.video import MediaError, probe
+from server.personality import Estimate, PersonalityUnavailable, behaviour_blob, estimate
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +30,18 @@ class ClipEnrolment:
     enrolment: Enrolment
     blob: bytes
     clip: dict[str, Any]
+    behaviour: bytes | None = None
+    """The clip's valid face coefficients (kept only with consent, for the personality)."""
+    personality: Estimate | None = None
+
+
+@dataclass(frozen=True)
+class ClipFace:
+    """The extracted face of an uploaded clip."""
+
+    coeffs: np.ndarray  # (T, 58)
+    found: np.ndarray  # (T,) bool
+    clip: dict[str, Any]
 
 
 def _plain(exc: BaseException, path: str | Path) -> str:
@@ -33,10 +49,10 @@ def _plain(exc: BaseException, path: str | Path) -> str:
     return str(exc).replace(str(path), "the clip").replace("the clip: ", "")
 
 
-def enrol_clip(path: str | Path, models: DefaultModels, *, min_seconds: float = 10.0,
-               max_seconds: float = 120.0) -> ClipEnrolment:  # fmt: skip
-    """Enrol the person filmed in ``path``; :class:`BadMedia` for a clip that is corrupt, too
-    short, too long, faceless or silent of faces for most of its length."""
+def extract_clip(path: str | Path, *, min_seconds: float = 10.0, max_seconds: float = 120.0
+                 ) -> ClipFace:  # fmt: skip
+    """The face coefficients of the person filmed in ``path``; :class:`BadMedia` for a clip that
+    is corrupt, too short, too long, faceless or silent of faces for most of its length."""
     try:
         info = probe(path)
     except (MediaError, OSError, ValueError) as exc:
@@ -64,12 +80,40 @@ def enrol_clip(path: str | Path, models: DefaultModels, *, min_seconds: float = 
                        f"{MIN_FACE_SHARE:.0%} are needed", field="clip")  # fmt: skip
     if face_frames < min_seconds * FPS * MIN_FACE_SHARE:
         raise BadMedia(f"only {face_frames / FPS:.1f} s of face in the clip", field="clip")
-    try:
-        result = enrol(models.style, models.hyper, ex.coeffs, ex.found)
-    except ValueError as exc:
-        raise BadMedia(f"the clip cannot be enrolled: {exc}", field="clip") from exc
     clip = {"seconds": round(ex.frames / FPS, 2), "face_seconds": round(face_frames / FPS, 2),
             "frames": ex.frames, "audio": ex.audio is not None,
             "width": info.width, "height": info.height}  # fmt: skip
-    log.info("enrolled a clip of %.1f s (%d face frames)", ex.frames / FPS, face_frames)
-    return ClipEnrolment(result, result.to_bytes(), clip)
+    return ClipFace(ex.coeffs, ex.found, clip)
+
+
+def enrol_clip(path: str | Path, models: DefaultModels, *, min_seconds: float = 10.0,
+               max_seconds: float = 120.0, personality: bool = False) -> ClipEnrolment:  # fmt: skip
+    """Enrol the person filmed in ``path`` (:func:`extract_clip`'s checks). With
+    ``personality`` (the person consented) the clip's coefficients are kept and the personality
+    is estimated when a model is loaded; a failed estimate is logged, not fatal."""
+    face = extract_clip(path, min_seconds=min_seconds, max_seconds=max_seconds)
+    try:
+        result = enrol(models.style, models.hyper, face.coeffs, face.found)
+    except ValueError as exc:
+        raise BadMedia(f"the clip cannot be enrolled: {exc}", field="clip") from exc
+    log.info("enrolled a clip of %.1f s (%d face frames)", face.clip["seconds"],
+             int(face.found.sum()))  # fmt: skip
+    if not personality:
+        return ClipEnrolment(result, result.to_bytes(), face.clip)
+    traits = None
+    try:
+        traits = estimate(models, face.coeffs, face.found)
+    except (PersonalityUnavailable, ValueError) as exc:
+        log.warning("no personality estimate at enrolment: %s", exc)
+    return ClipEnrolment(result, result.to_bytes(), face.clip,
+                         behaviour_blob(face.coeffs, face.found), traits)  # fmt: skip
+
+
+def personality_of_clip(path: str | Path, models: DefaultModels, *, min_seconds: float = 10.0,
+                        max_seconds: float = 120.0) -> Estimate:  # fmt: skip
+    """A one-off personality estimate of the person filmed in ``path`` (nothing is kept)."""
+    face = extract_clip(path, min_seconds=min_seconds, max_seconds=max_seconds)
+    try:
+        return estimate(models, face.coeffs, face.found)
+    except ValueError as exc:
+        raise BadMedia(f"the clip cannot be read for personality: {exc}", field="clip") from exc

@@ -1,4 +1,5 @@
-"""Training command line: ``python -m models.train generator|style|shifts|posnet|default``.
+"""Training command line: ``python -m models.train RECIPE`` (``generator``, ``style``, ``shifts``,
+``posnet``, ``tune``, ``default``, ``personality``).
 
 (``rapport train ...`` runs this module in a child process, so the serving code never imports
 training code: ARCHITECTURE.md §8.)
@@ -8,6 +9,8 @@ are the fields of the recipe's config dataclass; an unknown key is an error that
 ones) and ``--set KEY=VALUE`` overrides (values parsed as JSON, else kept as strings). Flags win
 over ``--set``, which wins over the file. ``default`` runs the whole pipeline that produces the
 bundled weights (``models/weights``): generator, style encoder, shifts, PosNet, sampler tuning.
+``personality`` trains the personality model on the bundled generator and enrolment path;
+with ``--install`` its checkpoint joins the bundled weights.
 """
 
 from __future__ import annotations
@@ -26,6 +29,11 @@ from models.generator.config import GeneratorConfig
 from models.personal.hyper import HyperConfig
 from models.train.generator import TrainGeneratorConfig, config_json, train_generator
 from models.train.personal import TrainShiftsConfig, TrainStyleConfig, train_shifts, train_style
+from models.train.personality import (
+    PERSONALITY_FILE,
+    TrainPersonalityConfig,
+    train_personality,
+)
 from models.train.posnet import TrainPosNetConfig, train_posnet
 from models.train.tune import TuneSamplerConfig, tune_sampler
 
@@ -37,6 +45,7 @@ RECIPES = {
     "shifts": (TrainShiftsConfig, train_shifts),
     "posnet": (TrainPosNetConfig, train_posnet),
     "tune": (TuneSamplerConfig, tune_sampler),
+    "personality": (TrainPersonalityConfig, train_personality),
 }
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
@@ -173,6 +182,18 @@ def run_default(data: str, out: str, *, seed: int, device: str, install: bool, p
     return report
 
 
+def install_personality(summary: dict[str, Any], command: str) -> None:
+    """Copy a personality run into the bundled weights and record it in ``training.json``."""
+    DEFAULT_WEIGHTS.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(summary["model"], DEFAULT_WEIGHTS / PERSONALITY_FILE)
+    record_path = DEFAULT_WEIGHTS / "training.json"
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    keep = ("variant", "seed", "steps", "seconds", "train_seconds", "version", "parameters",
+            "samples", "metrics", "reconstruction_val", "device")  # fmt: skip
+    record["personality"] = {"command": command, **{k: summary[k] for k in keep}}
+    record_path.write_text(json.dumps(record, indent=2, default=float) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -182,7 +203,9 @@ def main(argv: list[str] | None = None) -> int:
              "shifts": "the hypernetwork's low-rank shifts (generator and style frozen)",
              "posnet": "PosNet on the frozen generator's output",
              "tune": "choose the live sampler's steps and guidance on the val split",
-             "default": "the whole pipeline of the bundled weights"}  # fmt: skip
+             "default": "the whole pipeline of the bundled weights",
+             "personality": "the personality model (RPR), jointly with a copy of the "
+                            "enrolment path"}  # fmt: skip
     for name, text in helps.items():
         p = sub.add_parser(name, help=text)
         p.add_argument("--data", required=True, help="a REACT-layout tree (the synthetic world)")
@@ -193,11 +216,14 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
         p.add_argument("--steps", type=int)
         p.add_argument("-q", "--quiet", action="store_true")
-        if name in ("shifts", "posnet", "tune"):
+        if name in ("shifts", "posnet", "tune", "personality"):
             p.add_argument("--generator", help="generator checkpoint (frozen)")
         if name == "shifts":
             p.add_argument("--style", help="style checkpoint from the style recipe")
-        if name == "default":
+        if name == "personality":
+            p.add_argument("--personal", help="style + hypernetwork checkpoint to start from")
+            p.add_argument("--variant", help="full (default), matrix-no-edges, vector-gcn, direct")
+        if name in ("default", "personality"):
             p.add_argument("--install", action="store_true",
                            help="copy the results into models/weights (the bundled weights)")
     args = parser.parse_args(argv)
@@ -207,7 +233,9 @@ def main(argv: list[str] | None = None) -> int:
         values = {**read_config_file(args.config), **parse_sets(args.set)}
         flags = {"seed": args.seed, "device": args.device, "steps": args.steps,
                  "generator": getattr(args, "generator", None),
-                 "style": getattr(args, "style", None)}  # fmt: skip
+                 "style": getattr(args, "style", None),
+                 "personal": getattr(args, "personal", None),
+                 "variant": getattr(args, "variant", None)}  # fmt: skip
         values.update({k: v for k, v in flags.items() if v is not None})
         if args.recipe == "default":
             unknown = sorted(set(values) - {"seed", "device", *DEFAULT_PIPELINE})
@@ -222,10 +250,14 @@ def main(argv: list[str] | None = None) -> int:
             values.update(data_root=args.data, out_dir=args.out)
             cfg = build_config(args.recipe, values)
             summary = RECIPES[args.recipe][1](cfg, progress=not args.quiet)
+            if args.recipe == "personality" and args.install:
+                words = sys.argv[1:] if argv is None else argv
+                install_personality(summary, "rapport train " + " ".join(words))
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         log.error("%s", err)
         return 2
-    keys = ("steps", "seconds", "seed", "metrics", "val", "final_loss_ema", "stage_seconds")
+    keys = ("steps", "seconds", "seed", "metrics", "val", "final_loss_ema", "stage_seconds",
+            "version")
     sys.stdout.write(json.dumps({k: summary[k] for k in keys if k in summary}) + "\n")
     return 0
 

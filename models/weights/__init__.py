@@ -4,10 +4,15 @@
 hypernetwork), ``posnet.safetensors`` and ``training.json`` (the command, seed, time and metrics
 of the run that made them) are produced by ``python -m models.train default --data WORLD --out
 RUN --install`` (see the README). :func:`load_default` returns them ready for inference.
+
+``personality.safetensors`` (the personality model, ``python -m models.train personality ...
+--install``) is optional: without it, or when it does not fit the generator, ``personality`` is
+``None`` and ``personality_error`` says why; everything else loads as before.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,11 +24,17 @@ from models.generator.denoiser import Denoiser
 from models.personal.checkpoint import load_personal
 from models.personal.hyper import HyperNetwork
 from models.personal.style import StyleEncoder
+from models.personality.checkpoint import load_personality
+from models.personality.model import PersonalityModel
 from models.posnet.model import PosNet, load_posnet
+
+log = logging.getLogger(__name__)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent
 __all__ = ["FILES", "WEIGHTS_DIR", "DefaultModels", "load_default", "resolve_device"]
 FILES = ("generator.safetensors", "personal.safetensors", "posnet.safetensors")
+PERSONALITY_FILE = "personality.safetensors"
+"""Optional: the personality model (see the module docstring)."""
 
 
 @dataclass
@@ -33,6 +44,9 @@ class DefaultModels:
     style: StyleEncoder
     hyper: HyperNetwork
     generator_meta: dict
+    personality: PersonalityModel | None = None
+    personality_error: str | None = None
+    """Why ``personality`` is ``None`` (absent or unusable file)."""
 
 
 def load_default(device: str | torch.device = "auto", directory: str | Path | None = None
@@ -51,4 +65,19 @@ def load_default(device: str | torch.device = "auto", directory: str | Path | No
     if hyper is None:
         raise ValueError(f"{root / FILES[1]}: holds no hypernetwork")
     posnet = load_posnet(root / FILES[2], device=dev)
-    return DefaultModels(generator, posnet, style, hyper, meta)
+    personality, why = load_optional_personality(root / PERSONALITY_FILE, generator, dev)
+    return DefaultModels(generator, posnet, style, hyper, meta, personality, why)
+
+
+def load_optional_personality(path: Path, generator: Denoiser, device: torch.device
+                              ) -> tuple[PersonalityModel | None, str | None]:  # fmt: skip
+    """The personality model at ``path`` for ``generator``, or ``None`` and the reason."""
+    if not path.is_file():
+        return None, (f"no personality model ({path.name}); make it with `rapport train "
+                      "personality --data WORLD --out RUN --install`")  # fmt: skip
+    try:
+        model, _ = load_personality(path, generator, device=device)
+    except ValueError as err:
+        log.warning("personality model not loaded: %s", err)
+        return None, f"the personality model cannot be used: {err}"
+    return model, None

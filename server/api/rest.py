@@ -1,4 +1,5 @@
-"""REST routes: health, metrics, stream tokens and listeners (enrol, list, get, delete)."""
+"""REST routes: health, metrics, stream tokens, listeners (enrol, list, get, delete) and
+personality (a listener's cached estimate, or a one-off clip)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,24 @@ import asyncio
 import logging
 import os
 import tempfile
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from server.enrolment import enrol_clip
+from server.enrolment import enrol_clip, personality_of_clip
 from server.errors import Busy, ConsentRequired, TooLarge, UnsupportedMedia
+from server.personality import (
+    CAVEAT,
+    Estimate,
+    PersonalityConsent,
+    PersonalityNotKept,
+    behaviour_from_blob,
+    estimate,
+    model_version,
+    payload,
+)
 from server.store import IdempotencyConflict, InvalidListener, ListenerRecord
 
 log = logging.getLogger(__name__)
@@ -138,6 +149,17 @@ def _listener(r: ListenerRecord) -> Listener:
     )
 
 
+def _check_upload(request: Request, clip: UploadFile, limit: int) -> None:
+    """Refuse, before reading it, an upload that announces too many bytes or is not a video."""
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit + CHUNK:
+        raise TooLarge(f"uploads are limited to {limit} bytes", field="clip")
+    ctype = (clip.content_type or "").lower()
+    if not ctype.startswith(VIDEO_TYPES):
+        raise UnsupportedMedia(f"the clip must be a video (got content type {ctype!r})",
+                               field="clip")  # fmt: skip
+
+
 async def _spool(upload: UploadFile, limit: int) -> str:
     """Copy the upload to a temporary file, refusing more than ``limit`` bytes."""
     fd, path = tempfile.mkstemp(prefix="rapport-clip-", suffix=".bin")
@@ -175,13 +197,7 @@ async def enrol_listener(
                               field="consent")  # fmt: skip
     if not name.strip():  # refused before the extraction, not after seconds of it
         raise InvalidListener("name", "must not be empty")
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > settings.upload_max_bytes + CHUNK:
-        raise TooLarge(f"uploads are limited to {settings.upload_max_bytes} bytes", field="clip")
-    ctype = (clip.content_type or "").lower()
-    if not ctype.startswith(VIDEO_TYPES):
-        raise UnsupportedMedia(f"the clip must be a video (got content type {ctype!r})",
-                               field="clip")  # fmt: skip
+    _check_upload(request, clip, settings.upload_max_bytes)
     store, engine = s.ready_store(), s.ready_engine()
     if idempotency_key:
         earlier = await asyncio.to_thread(store.find_by_idempotency_key, idempotency_key)
@@ -202,6 +218,7 @@ async def enrol_listener(
                     engine.models,
                     min_seconds=settings.enrol_min_seconds,
                     max_seconds=settings.enrol_max_seconds,
+                    personality=consent,
                 ),
             )
         except Exception:
@@ -217,7 +234,12 @@ async def enrol_listener(
         model_hash=result.enrolment.model_hash,
         clip=result.clip,
         idempotency_key=idempotency_key,
+        behaviour=result.behaviour,
     )
+    if created and result.personality is not None:
+        est = result.personality
+        record = await asyncio.to_thread(store.set_personality, record.id, est.traits,
+                                         est.model_version, est.computed_at)  # fmt: skip
     s.metrics.enrolments.labels("created" if created else "replayed").inc()
     return JSONResponse(_listener(record).model_dump(), status_code=201 if created else 200)
 
@@ -250,3 +272,110 @@ async def delete_listener(request: Request, listener_id: str) -> Response:
     store = services(request).ready_store()
     await asyncio.to_thread(store.delete, listener_id)
     return Response(status_code=204)
+
+
+# -- personality ---------------------------------------------------------------------------------
+
+
+class TraitScore(BaseModel):
+    name: Literal["openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism"]
+    value: float
+    """The estimate, 0..1."""
+    scale: tuple[int, int]
+    """Always ``[0, 1]``."""
+    polarity: str
+    """What a higher value means (``"higher = more neurotic"`` for neuroticism)."""
+
+
+class Personality(BaseModel):
+    """A Big-Five estimate: the five traits in the order openness, conscientiousness,
+    extraversion, agreeableness, neuroticism."""
+
+    listener_id: str | None
+    """The listener it belongs to; ``null`` for a one-off clip."""
+    model_version: str
+    computed_at: str
+    """ISO 8601, UTC."""
+    traits: list[TraitScore]
+    caveat: str = CAVEAT
+
+
+def _personality_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    described = {401: "missing or wrong API key", 404: "no such listener (listener_not_found)",
+                 409: "the listener was enrolled without consent (consent_required), or its "
+                      "behaviour was not kept (personality_not_computable)",
+                 413: "upload too large", 415: "not a video",
+                 422: "invalid input (names the field; consent must be true)",
+                 503: "models loading, no personality model (personality_unavailable), server "
+                      "draining or busy"}  # fmt: skip
+    return {s: {"model": ErrorBody, "description": described[s]} for s in statuses}
+
+
+@router.get("/listeners/{listener_id}/personality", tags=["personality"],
+            dependencies=[Protected], response_model=Personality,
+            responses=_personality_errors(401, 404, 409, 503))  # fmt: skip
+async def listener_personality(request: Request, listener_id: str) -> JSONResponse:
+    """The listener's Big-Five, computed at enrolment and cached; recomputed from the kept
+    behaviour when the personality model's version has changed since. Not a psychological
+    assessment (see ``caveat``)."""
+    s = services(request)
+    store = s.ready_store()
+    record = await asyncio.to_thread(store.get, listener_id)
+    if not record.consent:
+        raise PersonalityConsent("the listener was enrolled without consent; no personality "
+                                 "estimate is made for them")  # fmt: skip
+    models = s.ready_engine().models
+    version = model_version(models)
+    if record.personality is not None and record.personality_model == version:
+        return JSONResponse(payload(record.personality, version, record.personality_at,
+                                    record.id))  # fmt: skip
+    blob = await asyncio.to_thread(store.get_behaviour, record.id)
+    if blob is None:
+        raise PersonalityNotKept("the listener's behaviour was not kept at enrolment; enrol "
+                                 "them again to get a personality estimate")  # fmt: skip
+
+    def compute() -> Estimate:
+        return estimate(models, behaviour_from_blob(blob))
+
+    try:
+        est = await asyncio.get_running_loop().run_in_executor(s.enrol_pool, compute)
+    except ValueError as exc:
+        raise PersonalityNotKept(f"the kept behaviour cannot be read: {exc}") from exc
+    await asyncio.to_thread(store.set_personality, record.id, est.traits, est.model_version,
+                            est.computed_at)  # fmt: skip
+    log.info("personality of %s recomputed with %s", record.id, est.model_version)
+    return JSONResponse(payload(est.traits, est.model_version, est.computed_at, record.id))
+
+
+@router.post("/personality", tags=["personality"], dependencies=[Protected],
+             response_model=Personality,
+             responses=_personality_errors(401, 413, 415, 422, 503))  # fmt: skip
+async def clip_personality(
+    request: Request,
+    clip: Annotated[UploadFile, File(description="video of the person, at least 10 s")],
+    consent: Annotated[bool | None, Form(description="explicit consent of the person; must "
+                                                     "be true")] = None,
+) -> JSONResponse:
+    """The Big-Five of the person in a clip, with the checks and limits of enrolment; nothing
+    is stored. Not a psychological assessment (see ``caveat``)."""
+    s = services(request)
+    settings = s.settings
+    if consent is not True:
+        raise ConsentRequired("the form field 'consent' must be true: the person must agree to "
+                              "a personality estimate", field="consent")  # fmt: skip
+    _check_upload(request, clip, settings.upload_max_bytes)
+    models = s.ready_engine().models
+    model_version(models)  # 503 before reading the upload when there is no model
+    if s.enrol_slots.locked():
+        raise Busy("too many clips in progress; retry shortly")
+    async with s.enrol_slots:
+        path = await _spool(clip, settings.upload_max_bytes)
+        try:
+            est = await asyncio.get_running_loop().run_in_executor(
+                s.enrol_pool,
+                lambda: personality_of_clip(path, models, min_seconds=settings.enrol_min_seconds,
+                                            max_seconds=settings.enrol_max_seconds),
+            )  # fmt: skip
+        finally:
+            os.unlink(path)
+    return JSONResponse(payload(est.traits, est.model_version, est.computed_at, None))

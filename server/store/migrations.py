@@ -85,7 +85,16 @@ def _add_personality_cache(conn: Connection) -> None:
         conn.execute(text(f"ALTER TABLE listeners ADD COLUMN {spec}"))
 
 
-MIGRATIONS: tuple[Migration, ...] = (_create_listeners, _add_personality_cache)
+def _add_behaviour(conn: Connection) -> None:
+    """Version 3: the enrolment clip's face coefficients, kept for consented listeners so that
+    their personality estimate can be recomputed when its model changes (nullable)."""
+    column = Column("behaviour", LargeBinary, nullable=True)
+    Table("listeners", MetaData(), column)
+    spec = CreateColumn(column).compile(dialect=conn.dialect)
+    conn.execute(text(f"ALTER TABLE listeners ADD COLUMN {spec}"))
+
+
+MIGRATIONS: tuple[Migration, ...] = (_create_listeners, _add_personality_cache, _add_behaviour)
 """Every step, oldest first; append only."""
 LATEST_VERSION = len(MIGRATIONS)
 

@@ -285,12 +285,14 @@ class ListenerStore:
         model_hash: str,
         clip: dict[str, Any],
         idempotency_key: str | None = None,
+        behaviour: bytes | None = None,
     ) -> tuple[ListenerRecord, bool]:
         """Store a new listener; returns the record and True, or the earlier record and False.
 
         A retried request (same ``idempotency_key``, same name and consent) returns the listener
         the first attempt made; the same key with a different name or consent raises
-        :class:`IdempotencyConflict`.
+        :class:`IdempotencyConflict`. ``behaviour``: the clip's face coefficients that the
+        personality estimate is computed from (kept only with consent).
         """
         if not isinstance(consent, bool):
             raise InvalidListener("consent", f"must be a bool, got {type(consent).__name__}")
@@ -304,6 +306,8 @@ class ListenerStore:
             enrolment=_blob("enrolment", enrolment, self._max_enrolment_bytes),
             model_hash=_text("model_hash", model_hash, LABEL_MAX_CHARS),
             clip=_json_text("clip", clip),
+            behaviour=None if behaviour is None or not consent
+            else _blob("behaviour", behaviour, self._max_enrolment_bytes),
         )
         earlier = None if key is None else self.find_by_idempotency_key(key)
         if earlier is None:
@@ -351,6 +355,17 @@ class ListenerStore:
         if blob is None:
             raise ListenerNotFound(checked)
         return bytes(blob)
+
+    def get_behaviour(self, listener_id: str) -> bytes | None:
+        """The face coefficients kept for the listener's personality estimate, if any."""
+        checked = _checked_id(listener_id)
+        with self._session() as session:
+            row = session.execute(
+                select(Listener.id, Listener.behaviour).where(Listener.id == checked)
+            ).one_or_none()
+        if row is None:
+            raise ListenerNotFound(checked)
+        return None if row[1] is None else bytes(row[1])
 
     def list(self, limit: int = 100, offset: int = 0) -> list[ListenerRecord]:
         """Up to ``limit`` listeners, newest first, skipping the first ``offset``."""

@@ -112,3 +112,6 @@ class Listener(Base):
     """JSON text: trait name -> score."""
     personality_model: Mapped[str | None] = mapped_column(String(LABEL_MAX_CHARS))
     personality_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Added by migration 3 (deferred, like the enrolment): the face coefficients the personality
+    # estimate is computed from, for consented listeners only; erased with the listener.
+    behaviour: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)

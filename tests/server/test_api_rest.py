@@ -147,6 +147,8 @@ def test_openapi_lists_every_route_with_its_methods(client) -> None:
     expected = {
         "/v1/listeners": {"get", "post"},
         "/v1/listeners/{listener_id}": {"get", "delete"},
+        "/v1/listeners/{listener_id}/personality": {"get"},
+        "/v1/personality": {"post"},
         "/v1/sessions": {"post"},
         "/v1/health/live": {"get"},
         "/v1/health/ready": {"get"},

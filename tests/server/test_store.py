@@ -305,7 +305,7 @@ def test_version_1_database_is_migrated_keeping_its_rows(url: str) -> None:
     )
 
     with ListenerStore.open(url) as store:
-        assert store.version == LATEST_VERSION == 2
+        assert store.version == LATEST_VERSION == 3
         old = store.get(listener_id)
         assert (old.name, old.consent, old.model_hash, old.clip) == (
             "Old Timer",
@@ -318,7 +318,7 @@ def test_version_1_database_is_migrated_keeping_its_rows(url: str) -> None:
         cached = store.set_personality(listener_id, {"openness": 0.5}, "p1", datetime.now(UTC))
         assert cached.personality == {"openness": 0.5}
     assert {"personality", "personality_model", "personality_at"} <= listener_columns(url)
-    assert raw(url, "SELECT version FROM schema_version") == [(2,)]
+    assert raw(url, "SELECT version FROM schema_version") == [(3,)]
 
 
 def test_migrating_again_changes_nothing(url: str) -> None:

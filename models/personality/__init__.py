@@ -1,0 +1,1 @@
+"""Real personality recognition from personalised generator weights (the RPR paper)."""
