@@ -7,6 +7,9 @@ see: reactions arriving, the avatar moving, latency figures, a new listener in t
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import time
 
 import numpy as np
@@ -116,7 +119,9 @@ def renamed_face_glb(path, renames: dict[str, str]):
     return path
 
 
-def test_a_loaded_glb_is_driven_by_name_and_missing_shapes_are_listed(page, tmp_path) -> None:
+def test_a_loaded_glb_is_driven_by_name_and_missing_shapes_are_listed(
+    page, server, tmp_path
+) -> None:
     renames = {"cheekPuff": "puffCheeks", "tongueOut": "tongue"}
     glb = renamed_face_glb(tmp_path / "head.glb", renames)
     page.set_input_files("#avatar-file", str(glb))
@@ -156,17 +161,37 @@ def test_a_loaded_glb_is_driven_by_name_and_missing_shapes_are_listed(page, tmp_
     page.check("#mirror")
     assert page.eval_on_selector("#avatar", "c => getComputedStyle(c).transform") != "none"
     page.click("#stop")
+    # From a URL: every ARKit name present again.
+    page.fill("#avatar-url", f"{server.base}/avatar/default.glb")
+    page.click("#avatar-load-url")
+    wait_for(page, text_matches("avatar-report", "default.glb: 52 of 52"), 20)
 
 
-def test_a_killed_websocket_reconnects_and_the_session_resumes(page) -> None:
+def kill_tcp_to(port: int) -> bool:
+    """Abort every TCP connection to ``port`` on the loopback, as a network failure would (the
+    browser sees the WebSocket close abnormally, 1006). Needs root and ``ss -K``."""
+    if shutil.which("ss") is None or os.geteuid() != 0:
+        return False
+    cmd = ["ss", "-K", "dst", "127.0.0.1", "dport", "=", f":{port}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    return out.returncode == 0 and "ESTAB" in out.stdout
+
+
+@pytest.mark.parametrize("how", ["network", "page"])
+def test_a_killed_websocket_reconnects_and_the_session_resumes(page, server, how) -> None:
     page.click("#start")
     wait_for(page, "window.rapport.live.figures().windows >= 5", 40)
     before = figures(page)
-    page.evaluate("window.rapport.live.session.drop()")
+    if how == "network":
+        if not kill_tcp_to(server.port):
+            page.click("#stop")
+            pytest.skip("cannot abort TCP connections here (needs root and ss -K)")
+    else:
+        page.evaluate("window.rapport.live.session.drop()")
     wait_for(page, "window.rapport.live.figures().reconnects >= 1", 20)
     wait_for(page, f"window.rapport.live.figures().windows >= {before['windows'] + 5}", 30)
     after = figures(page)
-    shot(page, "reconnected")
+    shot(page, f"reconnected-{how}")
     assert after["sessionId"] == before["sessionId"], "the same session went on"
     assert after["state"] == "streaming"
     assert after["reconnects"] >= 1
