@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 MEDIA := .cache/media
 
 .PHONY: setup system venv media web serve test test-all lint bench fit-face world eval-baselines \
-	weights eval-generator ablation clean
+	weights eval-generator ablation personality personality-ablation clean
 
 setup: system venv media web
 
@@ -84,6 +84,16 @@ eval-generator: world
 
 ablation: world
 	$(PY) benchmarks/shift_ablation.py --world .cache/world-default
+
+# The personality model (models/weights/personality.safetensors) on one core, seed 0, and the
+# ablation of its parts (docs/personality.md).
+personality: world
+	OMP_NUM_THREADS=1 $(VENV)/bin/rapport train personality --data .cache/world-default \
+		--out .cache/runs/personality --seed 0 --device cpu \
+		--set feature_cache=.cache/features-world-default --install
+
+personality-ablation: world
+	OMP_NUM_THREADS=1 $(PY) benchmarks/personality_ablation.py --world .cache/world-default
 
 fit-face: setup
 	$(VENV)/bin/rapport face fit --media $(MEDIA) --out models/face/assets/face_model.npz

@@ -90,7 +90,10 @@ def variant_config(variant: str, **sizes: Any) -> PersonalityConfig:
     node = "vector" if variant == "vector-gcn" else "matrix"
     if variant not in ("direct", "vector-gcn", "matrix-no-edges", "full"):
         raise ValueError(f"unknown variant {variant!r}")
-    graph = GraphConfig(edges=edges, **sizes.pop("graph", {}))
+    graph_sizes = dict(sizes.pop("graph", {}))
+    if "cnn_channels" in graph_sizes:
+        graph_sizes["cnn_channels"] = tuple(graph_sizes["cnn_channels"])
+    graph = GraphConfig(edges=edges, **graph_sizes)
     gnn = GNNConfig(node=node, edges=edges, node_dim=graph.node_dim, **sizes.pop("gnn", {}))
     return PersonalityConfig(graph=graph, gnn=gnn, cognition=variant != "direct", **sizes)
 

@@ -1,0 +1,80 @@
+"""The personality recipe and its command line on a tiny world with tiny models."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.data.world import WorldConfig, make_world
+from models.generator.checkpoint import load_generator, save_generator
+from models.generator.config import tiny_config
+from models.generator.denoiser import Denoiser
+from models.personal.checkpoint import load_personal, save_personal
+from models.personal.hyper import HyperConfig, HyperNetwork
+from models.personal.style import StyleEncoder, StyleEncoderConfig
+from models.personality.checkpoint import load_personality
+from models.train.__main__ import main as train_main
+from models.train.personality import TrainPersonalityConfig, train_personality
+
+SIZES = {"graph": {"node_dim": 4, "cnn_channels": [4, 4], "edge_dim": 8}, "gnn": {"hidden": 8}}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("personality_train")
+    make_world(WorldConfig(listeners=6, clips_per_listener=2, seconds=11, seed=4), base / "world",
+               progress=False, workers=1)  # fmt: skip
+    torch.manual_seed(0)
+    gen = Denoiser(dataclasses.replace(tiny_config(), shift_layers=("cross_attn_q", "ff_out")))
+    save_generator(gen, base / "generator.safetensors")
+    style = StyleEncoder(StyleEncoderConfig(width=16, style_dim=8, dilations=(1, 2),
+                                            pool_heads=2))  # fmt: skip
+    hyper = HyperNetwork(HyperConfig(style_dim=8, rank=2, trunk_dim=16, hidden_dim=16,
+                                     embed_dim=8, chunk_size=32), gen.shift_targets())  # fmt: skip
+    with torch.no_grad():
+        hyper.out_a.weight.normal_(0.0, 0.05)
+    save_personal(style, hyper, base / "personal.safetensors")
+    return {"base": base, "world": base / "world", "generator": base / "generator.safetensors",
+            "personal": base / "personal.safetensors"}  # fmt: skip
+
+
+def test_recipe_trains_scores_and_leaves_the_enrolment_path_it_started_from(setup) -> None:
+    before = load_personal(setup["personal"])[1].state_dict()
+    cfg = TrainPersonalityConfig(data_root=setup["world"], out_dir=setup["base"] / "run",
+                                 generator=setup["generator"], personal=setup["personal"],
+                                 steps=6, persons=4, windows=2, lr_personal=1e-3, warmup=1,
+                                 val_windows=16, device="cpu", sizes=SIZES)  # fmt: skip
+    summary = train_personality(cfg, progress=False)
+    assert summary["samples"]["train"]["persons"] == 8  # both roles of 4 train sessions
+    for split in ("val", "test"):
+        person = summary["metrics"][split]["person"]
+        assert person["N"] == summary["samples"][split]["persons"] >= 2
+        assert 0.0 <= person["mean_mse"] < 1.0
+    assert set(summary["reconstruction_val"]) == {"generic", "bundled", "joint"}
+    assert summary["loss_ema"]["rec"] > 0 and summary["loss_ema"]["trait"] > 0
+    gen, _ = load_generator(setup["generator"])
+    model, extra = load_personality(Path(summary["model"]), gen)
+    assert model.version() == summary["version"] and extra["variant"] == "full"
+    after = model.hyper.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # the copy was trained
+    assert all(torch.equal(before[k], v)  # and the file it came from is untouched
+               for k, v in load_personal(setup["personal"])[1].state_dict().items())
+    again = train_personality(dataclasses.replace(cfg, out_dir=setup["base"] / "run2"),
+                              progress=False)  # fmt: skip
+    assert again["version"] == summary["version"]  # deterministic for a seed
+
+
+def test_command_line_trains_the_direct_variant_and_refuses_unknown_ones(setup, capsys) -> None:
+    common = ["--data", str(setup["world"]), "--generator", str(setup["generator"]),
+              "--personal", str(setup["personal"]), "--device", "cpu", "--steps", "3", "-q",
+              "--set", "persons=4", "--set", f"sizes={json.dumps(SIZES)}"]  # fmt: skip
+    out = setup["base"] / "cli"
+    assert train_main(["personality", "--out", str(out), "--variant", "direct", *common]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["version"].startswith("rpr-") and printed["steps"] == 3
+    assert json.loads((out / "summary.json").read_text())["reconstruction_val"] == {}
+    assert train_main(["personality", "--out", str(out), "--variant", "nope", *common]) == 2
