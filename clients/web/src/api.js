@@ -86,8 +86,9 @@ export const TRAITS = Object.freeze(["openness", "conscientiousness", "extravers
 
 /**
  * Interpret a personality response: {status: "ok", data} | {status: "unavailable", reason} |
- * {status: "consent_required" | "not_found" | "error", message}.
- * "unavailable" is any 404 that is not listener_not_found, and any unexpected shape.
+ * {status: "consent_required" | "not_computable" | "not_found" | "error", message}.
+ * "unavailable": any 404 that is not listener_not_found (no such route), any unexpected shape,
+ * and the server's own personality_unavailable (no personality model loaded).
  */
 export function interpretPersonality(status, body) {
   const err = body && typeof body === "object" ? body.error : null;
@@ -98,6 +99,12 @@ export function interpretPersonality(status, body) {
   if (status === 404 || status === 405 || body === undefined) return { status: "unavailable", reason: "this server has no personality endpoint" };
   if (status === 409 && err && err.code === "consent_required") {
     return { status: "consent_required", message: err.message || "this listener was enrolled without consent" };
+  }
+  if (status === 409 && err && err.code === "personality_not_computable") {
+    return { status: "not_computable", message: err.message || "no estimate can be made for this listener" };
+  }
+  if (status === 503 && err && err.code === "personality_unavailable") {
+    return { status: "unavailable", reason: err.message || "no personality model" };
   }
   if (err && typeof err.message === "string") return { status: "error", message: err.message };
   return { status: "unavailable", reason: `the server answered ${status}` };

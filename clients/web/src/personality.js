@@ -27,7 +27,7 @@ export function renderPersonality(container, result) {
   container.replaceChildren();
   container.dataset.status = result.status;
   if (result.status === "unavailable") {
-    container.append(el("p", { class: "note", text: `Personality is unavailable on this server (${result.reason}).` }));
+    container.append(el("p", { class: "note", text: `Personality is unavailable on this server: ${result.reason}.` }));
     return;
   }
   if (result.status !== "ok") {

@@ -31,10 +31,12 @@ export class ReactionPlayer {
    * @param {number} o.margin seconds of jitter margin added to the observed lateness
    * @param {number} o.quantile share of recent windows that must arrive before they are due
    * @param {number} o.slewUp, o.slewDown how fast the delay may grow and shrink (s per s)
+   * @param {number} o.jumpOver a delay this much above the target (e.g. after a slow start) is
+   *   cut at once, skipping frames, rather than caught up by playing fast for many seconds
    */
-  constructor({ fps = FPS, margin = 0.04, quantile: q = 0.9, recent = 25, slewUp = 0.5, slewDown = 0.1,
-    dim = DIM, history = 60 } = {}) {
-    Object.assign(this, { fps, margin, q, recent, slewUp, slewDown, dim, history });
+  constructor({ fps = FPS, margin = 0.04, quantile: q = 0.9, recent = 15, slewUp = 0.5, slewDown = 0.1,
+    jumpOver = 0.4, dim = DIM, history = 60 } = {}) {
+    Object.assign(this, { fps, margin, q, recent, slewUp, slewDown, jumpOver, dim, history });
     this.reset();
   }
 
@@ -95,7 +97,8 @@ export class ReactionPlayer {
     else {
       const dt = this.lastNow === null ? 0 : Math.max(0, now - this.lastNow);
       const change = target - this.delay;
-      this.delay += change > 0 ? Math.min(change, this.slewUp * dt) : Math.max(change, -this.slewDown * dt);
+      if (change < -this.jumpOver) this.delay = target;
+      else this.delay += change > 0 ? Math.min(change, this.slewUp * dt) : Math.max(change, -this.slewDown * dt);
     }
     this.lastNow = now;
     const f = this.anchor.frame + (now - this.delay - this.anchor.ts) * this.fps;

@@ -31,6 +31,10 @@ test("unknown listener and missing consent are told apart", () => {
   const c = interpretPersonality(409, { error: { code: "consent_required", message: "enrolled without consent", field: null } });
   assert.equal(c.status, "consent_required");
   assert.equal(interpretPersonality(503, { error: { code: "not_ready", message: "loading", field: null } }).status, "error");
+  const nc = interpretPersonality(409, { error: { code: "personality_not_computable", message: "enrol again", field: null } });
+  assert.deepEqual(nc, { status: "not_computable", message: "enrol again" });
+  const nm = interpretPersonality(503, { error: { code: "personality_unavailable", message: "no personality model", field: null } });
+  assert.deepEqual(nm, { status: "unavailable", reason: "no personality model" });
 });
 
 test("API errors keep the server's code, message and field", () => {

@@ -39,6 +39,16 @@ test("the delay grows quickly when windows come late and shrinks slowly", () => 
   assert.ok(Math.abs(d2 - (d1 - 0.01)) < 1e-9, `shrank by slewDown × dt: ${d2}`);
 });
 
+test("a delay far above the target is cut at once", () => {
+  const p = new ReactionPlayer({ margin: 0, quantile: 1, recent: 2, jumpOver: 0.4 });
+  p.setAnchor(0, 0);
+  p.push(win(0, 8, 0, 0), 1.5); // a slow start: 1.5 s late
+  assert.ok(Math.abs(p.sample(1.5).delay - 1.5) < 1e-9);
+  p.push(win(8, 8, 8, 0.3), 0.32 + 0.1);
+  p.push(win(16, 8, 16, 0.62), 0.64 + 0.1);
+  assert.ok(Math.abs(p.sample(1.6).delay - 0.1) < 1e-9, "jumped to the target");
+});
+
 test("a missing frame holds the last one and counts an underrun; late frames are counted", () => {
   const p = new ReactionPlayer({ margin: 0, quantile: 1 });
   p.setAnchor(0, 0);
