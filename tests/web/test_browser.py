@@ -103,6 +103,22 @@ def test_enrolment_from_the_camera_creates_a_listener(page, server) -> None:
     shot(page, "enrol-done")
 
 
+def test_a_refused_enrolment_shows_the_servers_reason(page) -> None:
+    page.evaluate("Object.assign(window.rapport.enrolment, {countdownS: 0, recordS: 3})")
+    page.click("#enrol-record")
+    wait_for(page, "!document.getElementById('enrol-retake').hidden", 20)
+    page.fill("#enrol-name", "Too Short")
+    page.check("#enrol-consent")
+    page.click("#enrol-upload")
+    wait_for(page, text_matches("enrol-status", "Enrolled|failed"), 60)
+    status = page.inner_text("#enrol-status")
+    shot(page, "enrol-refused")
+    assert status.startswith("Enrolment failed [clip]"), status
+    assert "at least 10 s" in status, status
+    assert page.eval_on_selector("#enrol-status", "e => e.classList.contains('error')")
+    assert not page.is_disabled("#enrol-upload"), "the clip can be uploaded again or retaken"
+
+
 def renamed_face_glb(path, renames: dict[str, str]):
     """The default face GLB with some morph targets renamed (so not every ARKit name is there)."""
     import json

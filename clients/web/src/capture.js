@@ -131,28 +131,71 @@ export class VideoSender {
   }
 }
 
-// The worklet runs on the audio thread: it collects 640-sample chunks and posts them with the
-// context frame of their first sample, so capture times follow the sample count exactly.
-const WORKLET = `
+// The worklet runs on the audio thread: it resamples to 16 kHz when the context runs at another
+// rate (browsers that cannot open a 16-kHz context on a microphone), low-passing first with a
+// moving average, and posts 640-sample chunks with the context time of their first sample, so
+// that capture times follow the sample count exactly.
+export const WORKLET = `
 class Chunker extends AudioWorkletProcessor {
-  constructor() { super(); this.buf = new Float32Array(${SAMPLES_PER_FRAME}); this.n = 0; this.first = 0; }
-  process(inputs, outputs) {
+  constructor() {
+    super();
+    this.ratio = sampleRate / ${SAMPLE_RATE}; // input samples per output sample
+    this.width = Math.max(1, Math.round(this.ratio)); // moving-average anti-alias filter
+    this.hist = new Float32Array(this.width);
+    this.sum = 0;
+    this.buf = new Float32Array(${SAMPLES_PER_FRAME});
+    this.n = 0;
+    this.seen = 0; // input samples before the current block
+    this.prev = 0; // last filtered sample of the previous block
+    this.out = 0; // output samples made so far
+    this.t0 = null; // context time of the first input sample
+  }
+  filter(x, i) {
+    const k = i % this.width;
+    this.sum += x - this.hist[k];
+    this.hist[k] = x;
+    return this.sum / this.width;
+  }
+  process(inputs) {
     const ch = inputs[0] && inputs[0][0];
-    if (ch) {
-      for (let i = 0; i < ch.length; i++) {
-        if (this.n === 0) this.first = currentFrame + i;
-        this.buf[this.n++] = ch[i];
-        if (this.n === this.buf.length) {
-          this.port.postMessage({ frame: this.first, samples: this.buf.slice() });
-          this.n = 0;
-        }
+    if (!ch) return true;
+    if (this.t0 === null) this.t0 = currentFrame / sampleRate;
+    const base = this.seen;
+    const y = new Float32Array(ch.length);
+    for (let i = 0; i < ch.length; i++) y[i] = this.filter(ch[i], base + i);
+    for (;;) {
+      const p = this.out * this.ratio;
+      const i = Math.floor(p);
+      if (i + 1 >= base + y.length) break;
+      const a = i < base ? this.prev : y[i - base];
+      const b = y[i + 1 - base];
+      this.buf[this.n++] = a + (b - a) * (p - i);
+      this.out += 1;
+      if (this.n === this.buf.length) {
+        const first = this.out - this.buf.length;
+        this.port.postMessage({ t: this.t0 + first / ${SAMPLE_RATE}, samples: this.buf.slice() });
+        this.n = 0;
       }
     }
+    this.prev = y[y.length - 1];
+    this.seen += ch.length;
     return true;
   }
 }
 registerProcessor("rapport-chunker", Chunker);
 `;
+
+/** A context on the microphone: at 16 kHz where the browser resamples for us, else its own. */
+function micContext(stream) {
+  const ctx = new AudioContext({ sampleRate: SAMPLE_RATE });
+  try {
+    return [ctx, ctx.createMediaStreamSource(stream)];
+  } catch {
+    ctx.close();
+    const own = new AudioContext();
+    return [own, own.createMediaStreamSource(stream)];
+  }
+}
 
 /** Calls `onChunk(float32Samples, captureTs)` for each 40 ms of microphone audio at 16 kHz. */
 export class AudioSender {
@@ -165,26 +208,25 @@ export class AudioSender {
 
   async start() {
     if (!this.stream.getAudioTracks().length) return false;
-    this.ctx = new AudioContext({ sampleRate: SAMPLE_RATE });
+    const [ctx, source] = micContext(this.stream);
+    this.ctx = ctx;
     const url = URL.createObjectURL(new Blob([WORKLET], { type: "text/javascript" }));
-    await this.ctx.audioWorklet.addModule(url);
+    await ctx.audioWorklet.addModule(url);
     URL.revokeObjectURL(url);
-    const source = this.ctx.createMediaStreamSource(this.stream);
-    const node = new AudioWorkletNode(this.ctx, "rapport-chunker", { numberOfOutputs: 1 });
-    const mute = this.ctx.createGain();
+    const node = new AudioWorkletNode(ctx, "rapport-chunker", { numberOfOutputs: 1 });
+    const mute = ctx.createGain();
     mute.gain.value = 0;
-    source.connect(node).connect(mute).connect(this.ctx.destination);
+    source.connect(node).connect(mute).connect(ctx.destination);
     node.port.onmessage = (ev) => {
-      const { frame, samples } = ev.data;
-      const t = frame / this.ctx.sampleRate;
-      if (this.offset === null) this.offset = clock() - t - samples.length / this.ctx.sampleRate;
+      const { t, samples } = ev.data;
+      if (this.offset === null) this.offset = clock() - t - samples.length / SAMPLE_RATE;
       this.onChunk(samples, this.offset + t);
     };
-    await this.ctx.resume();
+    await ctx.resume();
     return true;
   }
 
   async stop() {
-    if (this.ctx) await this.ctx.close();
+    if (this.ctx && this.ctx.state !== "closed") await this.ctx.close();
   }
 }

@@ -50,8 +50,10 @@ function main() {
   const enrolment = new Enrolment(listeners, { getStream: () => live.stream });
 
   $("api-key").value = getApiKey();
-  $("api-key-save").onclick = () => {
+  $("api-key-form").onsubmit = (e) => {
+    e.preventDefault();
     setApiKey($("api-key").value.trim());
+    setText("message", $("api-key").value.trim() ? "API key set for this tab" : "API key cleared");
     listeners.refresh();
   };
   listeners.addEventListener("change", (e) => {

@@ -3,7 +3,7 @@
 
 import {
   FINAL_CLOSE_CODES, Kind, ProtocolViolation, decodeReaction, encodeMedia, flushMessage,
-  parseServerMessage, resumeMessage, startMessage, stopMessage, streamUrl,
+  parseServerMessage, pingMessage, resumeMessage, startMessage, stopMessage, streamUrl,
 } from "./protocol.js";
 
 export const State = Object.freeze({
@@ -12,6 +12,7 @@ export const State = Object.freeze({
 });
 
 const BACKOFF_S = [0.25, 0.5, 1, 2, 3, 5];
+const PING_AFTER_S = 2; // a quiet server is pinged after this long
 const SILENCE_TIMEOUT_S = 6; // nothing from the server this long while streaming: a dead link
 const MAX_BUFFERED = 1 << 20; // bytes queued in the socket before video frames are skipped
 
@@ -43,6 +44,8 @@ export class StreamSession extends EventTarget {
     this.lastHeard = 0;
     this.watchdog = null;
     this.retryTimer = null;
+    this.pings = 0;
+    this.final = null; // the fatal error that ended the session, if any
   }
 
   setState(state, detail = null) {
@@ -184,7 +187,10 @@ export class StreamSession extends EventTarget {
   startWatchdog() {
     clearInterval(this.watchdog);
     this.watchdog = setInterval(() => {
-      if (this.state === State.STREAMING && this.now() - this.lastHeard > SILENCE_TIMEOUT_S) this.drop(4000, "no message from the server");
+      if (this.state !== State.STREAMING) return;
+      const quiet = this.now() - this.lastHeard;
+      if (quiet > SILENCE_TIMEOUT_S) this.drop(4000, "no message from the server");
+      else if (quiet > PING_AFTER_S && this.ws.readyState === 1) this.ws.send(JSON.stringify(pingMessage(this.pings++)));
     }, 1000);
   }
 

@@ -140,12 +140,17 @@ test("stop sends `stop` and ends once the server closes", async () => {
   assert.equal(FakeSocket.all.length, 1);
 });
 
-test("a silent server is treated as a drop (half-open connection)", async () => {
+test("a quiet server is pinged; a silent one is treated as a drop (half-open connection)", async () => {
   const s = session();
   await s.start();
   await tick();
-  FakeSocket.all[0].serverSays(started);
-  s.advance(10);
+  const ws = FakeSocket.all[0];
+  ws.serverSays(started);
+  s.advance(3);
+  await tick(1100);
+  assert.deepEqual(ws.control().at(-1), { type: "ping", id: 0 });
+  assert.equal(s.state, State.STREAMING);
+  s.advance(4);
   await tick(1100);
   assert.equal(s.state, State.RECONNECTING);
   s.fail("test", "done");
