@@ -188,8 +188,8 @@ def install_personality(summary: dict[str, Any], command: str) -> None:
     shutil.copyfile(summary["model"], DEFAULT_WEIGHTS / PERSONALITY_FILE)
     record_path = DEFAULT_WEIGHTS / "training.json"
     record = json.loads(record_path.read_text()) if record_path.is_file() else {}
-    keep = ("variant", "seed", "steps", "seconds", "train_seconds", "version", "parameters",
-            "samples", "metrics", "reconstruction_val", "device")  # fmt: skip
+    keep = ("variant", "seed", "steps", "selected_step", "seconds", "train_seconds", "version",
+            "parameters", "samples", "metrics", "reconstruction_val", "device")  # fmt: skip
     record["personality"] = {"command": command, **{k: summary[k] for k in keep}}
     record_path.write_text(json.dumps(record, indent=2, default=float) + "\n")
 

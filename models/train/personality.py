@@ -10,6 +10,10 @@ is frozen; both losses reach the hypernetwork and the style encoder (copies init
 bundled enrolment path, so the live personalisation is not changed). The ``direct`` variant (no
 cognition simulation) trains the style encoder and an MLP on the trait loss alone.
 
+Every ``eval_every`` steps the val persons are scored and the weights with the best val
+person-level mean CCC are kept (model selection on val; the test persons are never looked at
+before the end).
+
 Evaluation on the val and test persons (never seen in training): one centred crop of every clip
 (clip-level metrics, N = persons × clips) and the mean of those predictions per person
 (person-level, N = persons), MSE / PCC / CCC per trait (:mod:`models.metrics.personality`), and
@@ -82,6 +86,9 @@ class TrainPersonalityConfig:
     """Weight of the personalised reconstruction loss (0: trait loss only)."""
     seconds: float = 10.0
     val_windows: int = 256
+    eval_every: int = 100
+    """Score the val persons every this many steps and keep the weights with the best val
+    person-level mean CCC (0: keep the last weights)."""
     seed: int = 0
     device: str = "auto"
     feature_cache: str | Path | None = None
@@ -89,6 +96,8 @@ class TrainPersonalityConfig:
     """Overrides of the model sizes: ``{"graph": {...}, "gnn": {...}, "max_crops": ...}``."""
 
     def __post_init__(self) -> None:
+        if self.eval_every < 0:
+            raise ValueError("eval_every must be non-negative")
         if min(self.steps, self.persons, self.windows) < 1:
             raise ValueError("steps, persons and windows must be at least 1")
         if self.lr <= 0 or self.lr_personal < 0 or self.rec_weight < 0 or self.warmup < 0:
@@ -287,6 +296,8 @@ def train_personality(cfg: TrainPersonalityConfig, *, progress: bool = True) -> 
         bar = tqdm(range(cfg.steps), desc=f"personality {cfg.variant}", unit="step",
                    disable=not progress)  # fmt: skip
         ema: dict[str, float] = {}
+        best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+        curve: list[dict[str, float]] = []
         for step in bar:
             model.train()
             pick = rng.choice(len(train), size=min(cfg.persons, len(train)), replace=False)
@@ -303,6 +314,16 @@ def train_personality(cfg: TrainPersonalityConfig, *, progress: bool = True) -> 
                 if math.isfinite(v):
                     ema[k] = v if k not in ema else 0.98 * ema[k] + 0.02 * v
             bar.set_postfix({k: f"{v:.4f}" for k, v in ema.items()})
+            done = step + 1
+            if cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
+                val = score(predict_persons(model, generator, persons["val"], frames, device))
+                ccc = val["person"]["mean_ccc"]
+                curve.append({"step": done, "val_ccc": ccc, "val_mse": val["person"]["mean_mse"],
+                              "val_pcc": val["person"]["mean_pcc"], **ema})  # fmt: skip
+                if best is None or ccc > best[0]:
+                    best = (ccc, done, copy.deepcopy(model.state_dict()))
+        if best is not None:
+            model.load_state_dict(best[2])
         model.eval()
         train_seconds = time.perf_counter() - start
         preds = {s: predict_persons(model, generator, persons[s], frames, device)
@@ -324,6 +345,7 @@ def train_personality(cfg: TrainPersonalityConfig, *, progress: bool = True) -> 
     extra = {"recipe": "personality", "variant": cfg.variant, "seed": cfg.seed,
              "steps": cfg.steps, "seconds": round(seconds, 1),
              "train_seconds": round(train_seconds, 1), "loss_ema": ema, "metrics": metrics,
+             "selected_step": cfg.steps if best is None else best[1], "val_curve": curve,
              "reconstruction_val": rec_val, "samples": sizes, "traits": list(TRAIT_NAMES),
              "config": config_json(cfg)}  # fmt: skip
     save_personality(model, out / PERSONALITY_FILE, extra)

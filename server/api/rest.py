@@ -277,6 +277,28 @@ async def delete_listener(request: Request, listener_id: str) -> Response:
 # -- personality ---------------------------------------------------------------------------------
 
 
+USAGE_NOTE = (
+    "**Usage note.** The scores come from a model trained on the simulated persons of Rapport's "
+    "synthetic world, whose traits are known (unless the operator retrained it on real data with "
+    "self-reported traits); on real people they are uncalibrated. They are not a psychological "
+    "assessment and must not be used to make decisions about people. The EU AI Act (Art. "
+    "5(1)(f)) prohibits AI systems that infer emotions of natural persons from biometric data "
+    "in the workplace and in education institutions (save for medical or safety reasons): do "
+    "not use this endpoint there."
+)
+
+GET_PERSONALITY = (
+    "The listener's Big-Five (each 0..1, higher = more of the named trait; neuroticism, not "
+    "emotional stability), computed at enrolment and cached; recomputed from the kept behaviour "
+    "when the personality model's version has changed since. Only for listeners enrolled with "
+    "consent.\n\n" + USAGE_NOTE
+)
+POST_PERSONALITY = (
+    "The Big-Five of the person in a clip, with the checks and limits of enrolment; nothing is "
+    "stored. The form field `consent` must be true.\n\n" + USAGE_NOTE
+)
+
+
 class TraitScore(BaseModel):
     name: Literal["openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism"]
     value: float
@@ -312,12 +334,10 @@ def _personality_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 @router.get("/listeners/{listener_id}/personality", tags=["personality"],
-            dependencies=[Protected], response_model=Personality,
+            dependencies=[Protected], response_model=Personality, description=GET_PERSONALITY,
             responses=_personality_errors(401, 404, 409, 503))  # fmt: skip
 async def listener_personality(request: Request, listener_id: str) -> JSONResponse:
-    """The listener's Big-Five, computed at enrolment and cached; recomputed from the kept
-    behaviour when the personality model's version has changed since. Not a psychological
-    assessment (see ``caveat``)."""
+    """The listener's Big-Five (see ``GET_PERSONALITY``)."""
     s = services(request)
     store = s.ready_store()
     record = await asyncio.to_thread(store.get, listener_id)
@@ -348,7 +368,7 @@ async def listener_personality(request: Request, listener_id: str) -> JSONRespon
 
 
 @router.post("/personality", tags=["personality"], dependencies=[Protected],
-             response_model=Personality,
+             response_model=Personality, description=POST_PERSONALITY,
              responses=_personality_errors(401, 413, 415, 422, 503))  # fmt: skip
 async def clip_personality(
     request: Request,
@@ -356,8 +376,7 @@ async def clip_personality(
     consent: Annotated[bool | None, Form(description="explicit consent of the person; must "
                                                      "be true")] = None,
 ) -> JSONResponse:
-    """The Big-Five of the person in a clip, with the checks and limits of enrolment; nothing
-    is stored. Not a psychological assessment (see ``caveat``)."""
+    """The Big-Five of the person in a one-off clip (see ``POST_PERSONALITY``)."""
     s = services(request)
     settings = s.settings
     if consent is not True:

@@ -201,7 +201,9 @@ def test_openapi_documents_both_routes_with_response_models(keyed) -> None:
     for op in (get, post):
         ok = op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
         assert ok.endswith("/Personality")
-        assert "not a psychological assessment" in op["description"].replace("\n", " ").lower()
+        text = op["description"].replace("\n", " ")
+        assert "not a psychological assessment" in text and "synthetic world" in text
+        assert "EU AI Act" in text and "workplace" in text and "education" in text
     assert {"404", "409", "503"} <= set(get["responses"])
     assert {"413", "415", "422", "503"} <= set(post["responses"])
     assert "multipart/form-data" in post["requestBody"]["content"]
