@@ -64,7 +64,7 @@ def test_live_stream_moves_the_avatar_and_shows_latency(page) -> None:
     # The avatar is drawn (not the empty background) and moves over time.
     assert before.std() > 5, "the default face was not rendered"
     changes = [np.abs(a - b).mean() for a, b in zip(shots, shots[1:], strict=False)]
-    assert max(changes) > 0.05, changes
+    assert max(changes) > 0.5, changes
     page.click("#stop")
     wait_for(page, "window.rapport.live.figures().state === 'stopped'", 15)
 
@@ -250,7 +250,7 @@ def test_offline_file_reaction_plays_beside_the_video(page, speaker_clip) -> Non
     shot(page, "offline-playback")
     assert t > 1.0, "the speaker video plays"
     changes = [np.abs(a - b).mean() for a, b in zip(seen, seen[1:], strict=False)]
-    assert max(changes) > 0.05, changes
+    assert max(changes) > 0.5, changes
 
 
 PERSONALITY = {

@@ -12,6 +12,7 @@ export const State = Object.freeze({
 });
 
 const BACKOFF_S = [0.25, 0.5, 1, 2, 3, 5];
+const GIVE_UP_S = 30; // reconnect attempts go on this long after the resume grace period
 const PING_AFTER_S = 2; // a quiet server is pinged after this long
 const SILENCE_TIMEOUT_S = 6; // nothing from the server this long while streaming: a dead link
 const MAX_BUFFERED = 1 << 20; // bytes queued in the socket before video frames are skipped
@@ -26,9 +27,9 @@ export const clock = () => (performance.timeOrigin + performance.now()) / 1000;
  */
 export class StreamSession extends EventTarget {
   constructor({ location, listener = "generic", options = {}, getToken = async () => null,
-    WebSocketImpl = globalThis.WebSocket, now = clock } = {}) {
+    WebSocketImpl = globalThis.WebSocket, now = clock, backoffS = BACKOFF_S } = {}) {
     super();
-    Object.assign(this, { location, listener, options, getToken, WebSocketImpl, now });
+    Object.assign(this, { location, listener, options, getToken, WebSocketImpl, now, backoffS });
     this.state = State.IDLE;
     this.ws = null;
     this.sessionId = null;
@@ -45,6 +46,7 @@ export class StreamSession extends EventTarget {
     this.watchdog = null;
     this.retryTimer = null;
     this.pings = 0;
+    this.droppedAt = null; // when the connection was lost (client clock, s)
     this.final = null; // the fatal error that ended the session, if any
   }
 
@@ -171,13 +173,24 @@ export class StreamSession extends EventTarget {
     this.scheduleReconnect(resumable ? code : null);
   }
 
+  /** Try again after a backoff: resume while the server still keeps the session (its grace
+   * period), then start a new one; give up after `GIVE_UP_S` more without a connection. */
   scheduleReconnect(code) {
-    const delay = BACKOFF_S[Math.min(this.attempt, BACKOFF_S.length - 1)];
+    const now = this.now();
+    if (this.attempt === 0) this.droppedAt = now;
+    const delay = this.backoffS[Math.min(this.attempt, this.backoffS.length - 1)];
     this.attempt += 1;
     const grace = this.limits ? this.limits.resume_grace_s : 30;
-    if (this.attempt > 1 && this.attempt * 5 > grace * 2 + 10) {
+    const away = now - this.droppedAt;
+    if (away > grace + GIVE_UP_S) {
       this.fail("connection_lost", "the connection could not be re-established");
       return;
+    }
+    if (away + delay >= grace && this.sessionId) {
+      // The server has let the session go by now: the next connection starts a new one.
+      this.sessionId = null;
+      this.resumeToken = null;
+      this.emit("restarted", { reason: "resume_grace_over" });
     }
     this.setState(State.RECONNECTING, { code, attempt: this.attempt, delay });
     clearTimeout(this.retryTimer);

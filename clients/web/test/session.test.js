@@ -155,3 +155,29 @@ test("a quiet server is pinged; a silent one is treated as a drop (half-open con
   assert.equal(s.state, State.RECONNECTING);
   s.fail("test", "done");
 });
+
+test("after the resume grace period a new session is started instead, then it gives up", async () => {
+  const s = session({ backoffS: [0.01] });
+  let restarted = 0;
+  s.addEventListener("restarted", () => { restarted += 1; });
+  await s.start();
+  await tick();
+  FakeSocket.all[0].serverSays({ ...started, limits: { resume_grace_s: 2 } });
+  FakeSocket.all[0].drop(1006);
+  await tick(30);
+  // The server is unreachable: every attempt is refused at once; a second passes each time.
+  for (let i = 0; i < 4; i++) {
+    s.advance(1);
+    FakeSocket.all.at(-1).drop(1006);
+    await tick(30);
+  }
+  assert.equal(restarted, 1, "one restart once the grace period is over");
+  const urls = FakeSocket.all.map((w) => w.url.replace("ws://h:1/v1/stream?", ""));
+  assert.equal(urls[1], "session_id=S1&resume_token=R1", "resumed first");
+  assert.equal(urls.at(-1), "token=TOK", "then a new session");
+  assert.equal(s.state, State.RECONNECTING);
+  s.advance(40);
+  FakeSocket.all.at(-1).drop(1006);
+  await tick(30);
+  assert.equal(s.state, State.FAILED);
+});
