@@ -99,7 +99,14 @@ export class OfflineReaction {
     showStatus("offline-status", "Streaming the file to the server…");
     video.muted = true;
     video.currentTime = 0;
-    await video.play();
+    try {
+      await video.play();
+    } catch (err) {
+      showStatus("offline-status", `This browser cannot play the file: ${err.message}`, true);
+      await session.stop();
+      $("offline-generate").disabled = false;
+      return;
+    }
     T0 = clock() - video.currentTime;
     const grabber = new FrameGrabber();
     let lastT = -1;
@@ -119,11 +126,17 @@ export class OfflineReaction {
           if (jpeg) session.sendMedia(Kind.JPEG, jpeg, T0 + t);
         }
         $("offline-progress").value = video.duration ? t / video.duration : 0;
-        if (video.ended || video.paused) resolve();
+        if (video.ended || video.paused || session.state === State.FAILED) resolve();
         else setTimeout(step, 1000 / FPS);
       };
       step();
     });
+    if (session.state === State.FAILED) {
+      video.pause();
+      showStatus("offline-status", `The stream failed: ${session.failure.message}`, true);
+      $("offline-generate").disabled = false;
+      return;
+    }
     showStatus("offline-status", "Waiting for the last windows…");
     const flushed = new Promise((resolve) => {
       session.addEventListener("flushed", resolve, { once: true });

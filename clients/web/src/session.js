@@ -213,6 +213,7 @@ export class StreamSession extends EventTarget {
   }
 
   fail(code, message) {
+    this.failure = { code, message };
     clearInterval(this.watchdog);
     clearTimeout(this.retryTimer);
     if (this.ws && this.ws.readyState <= 1) {
