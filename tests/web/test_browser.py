@@ -61,6 +61,8 @@ def test_live_stream_moves_the_avatar_and_shows_latency(page) -> None:
     assert median.endswith(" ms") and p95.endswith(" ms"), (median, p95)
     assert 0 < f["latencyMedianMs"] <= f["latencyP95Ms"] < 10_000, f
     assert page.inner_text("#state") == "streaming"
+    # The fake microphone plays real speech: the level meter shows sound, not silence.
+    wait_for(page, "document.getElementById('mic-level').value > 10", 10)
     # The avatar is drawn (not the empty background) and moves over time.
     assert before.std() > 5, "the default face was not rendered"
     changes = [np.abs(a - b).mean() for a, b in zip(shots, shots[1:], strict=False)]

@@ -9,6 +9,14 @@ import { Kind, floatToPcm16 } from "./protocol.js";
 import { StreamSession, State, clock } from "./session.js";
 import { Rolling } from "./stats.js";
 
+/** Level of float samples in dB relative to full scale (-100 for silence). */
+export function rmsDbfs(samples) {
+  let sum = 0;
+  for (let i = 0; i < samples.length; i++) sum += samples[i] * samples[i];
+  const rms = Math.sqrt(sum / Math.max(1, samples.length));
+  return rms > 1e-5 ? 20 * Math.log10(rms) : -100;
+}
+
 export class LiveController {
   constructor(avatar) {
     this.avatar = avatar;
@@ -22,6 +30,7 @@ export class LiveController {
     this.serverStats = null;
     this.windows = 0;
     this.videoSkipped = 0;
+    this.micLevel = -100;
     this.lastError = null;
   }
 
@@ -53,7 +62,10 @@ export class LiveController {
     session.addEventListener("event", (e) => setText("message", `event ${e.detail.event} at frame ${e.detail.frame}`));
     session.addEventListener("resumed", (e) => setText("message", `resumed at frame ${e.detail.next_frame}`));
     this.video = new VideoSender(self, (jpeg, ts) => session.sendMedia(Kind.JPEG, jpeg, ts));
-    this.audio = new AudioSender(this.stream, (samples, ts) => session.sendMedia(Kind.PCM16, floatToPcm16(samples), ts));
+    this.audio = new AudioSender(this.stream, (samples, ts) => {
+      this.micLevel = Math.max(rmsDbfs(samples), this.micLevel - 0.5); // a peak meter, 12.5 dB/s decay
+      session.sendMedia(Kind.PCM16, floatToPcm16(samples), ts);
+    });
     await session.start();
     if (session.state === State.FAILED) return;
     this.video.start();
@@ -73,6 +85,7 @@ export class LiveController {
     this.windows = 0;
     this.videoSkipped = 0; // frames the encoder could not keep up with, of stopped senders
     this.serverStats = null;
+    this.micLevel = -100; // dBFS
   }
 
   onState({ state, detail }) {
@@ -113,7 +126,7 @@ export class LiveController {
       networkMedianMs: net.median, windows: this.windows,
       dropped: { server, client, late, total: server + client + late },
       reconnects: s ? s.reconnects : 0, delayMs: this.player.delay === null ? null : this.player.delay * 1000,
-      sessionId: s ? s.sessionId : null, sent: s ? { ...s.sent } : null,
+      sessionId: s ? s.sessionId : null, sent: s ? { ...s.sent } : null, micDbfs: this.micLevel,
     };
   }
 
@@ -126,6 +139,9 @@ export class LiveController {
     setText("dropped-detail", `(server ${f.dropped.server}, not sent ${f.dropped.client}, late reactions ${f.dropped.late})`);
     setText("windows", String(f.windows));
     setText("reconnects", String(f.reconnects));
+    const meter = $("mic-level");
+    meter.value = Math.max(0, f.micDbfs + 60);
+    meter.title = f.micDbfs > -100 ? `${Math.round(f.micDbfs)} dBFS` : "silent";
   }
 
   async stop() {
