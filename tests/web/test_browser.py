@@ -103,6 +103,13 @@ def test_enrolment_from_the_camera_creates_a_listener(page, server) -> None:
     if status == "ok":
         assert page.locator("#personality .trait").count() == 5
     shot(page, "enrol-done")
+    # The person can be erased again, after a confirmation.
+    page.once("dialog", lambda d: d.accept())
+    page.click("#delete-listener")
+    wait_for(page, text_matches("message", "deleted Browser Person"), 10)
+    assert not httpx.get(f"{server.base}/v1/listeners").json()["listeners"]
+    options = page.eval_on_selector_all("#listener option", "os => os.map(o => o.value)")
+    assert options == ["generic"]
 
 
 def test_a_refused_enrolment_shows_the_servers_reason(page) -> None:

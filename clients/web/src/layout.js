@@ -31,12 +31,3 @@ export const DIM = NAMES.length; // 58
 export const NUM_BLENDSHAPES = BLENDSHAPE_NAMES.length; // 52
 export const ROTATION = Object.freeze({ start: NUM_BLENDSHAPES, end: NUM_BLENDSHAPES + 3 });
 export const TRANSLATION = Object.freeze({ start: NUM_BLENDSHAPES + 3, end: NUM_BLENDSHAPES + 6 });
-
-/** {expression: Float32Array(52), rotation: [pitch, yaw, roll], translation: [x, y, z]}. */
-export function split(frame) {
-  return {
-    expression: frame.subarray(0, NUM_BLENDSHAPES),
-    rotation: Array.from(frame.subarray(ROTATION.start, ROTATION.end)),
-    translation: Array.from(frame.subarray(TRANSLATION.start, TRANSLATION.end)),
-  };
-}

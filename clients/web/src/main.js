@@ -1,7 +1,7 @@
 // The page: wires the panels together and runs the render loop. `window.rapport` exposes the
 // controllers (for the browser tests and for debugging from the console).
 
-import { getApiKey, setApiKey } from "./api.js";
+import { deleteListener, getApiKey, setApiKey } from "./api.js";
 import { AvatarView, DEFAULT_AVATAR_URL } from "./avatar.js";
 import { $, setText } from "./dom.js";
 import { Enrolment } from "./enrol.js";
@@ -63,6 +63,19 @@ function main() {
   });
   $("refresh-listeners").onclick = () => listeners.refresh();
   $("personality-listener").onchange = (e) => showPersonality(e.target.value);
+  $("delete-listener").onclick = async () => {
+    const sel = $("personality-listener");
+    if (!sel.value) return;
+    const name = sel.selectedOptions[0].textContent;
+    if (!window.confirm(`Erase ${name} and everything stored about this person?`)) return;
+    try {
+      await deleteListener(sel.value);
+      setText("message", `deleted ${name}`);
+    } catch (err) {
+      setText("message", `could not delete ${name}: ${err.message}`);
+    }
+    listeners.refresh();
+  };
   $("start").onclick = () => live.start($("listener").value);
   $("stop").onclick = () => live.stop();
 
