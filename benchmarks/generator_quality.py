@@ -4,9 +4,12 @@ Every model is scored in one run, side by side with the naive baselines, on the 
 
 - **official neighbours** (``neighbour_emotion_test.npy``: the other listeners' reactions to the
   same script count as appropriate): random, mime, mean, nearest, the generic generator with and
-  without PosNet, and the personalised generator (+ PosNet);
+  without PosNet, and the personalised generator (+ PosNet: the enrolment's shifts and resting
+  face);
 - **own-listener neighbours** (the person-specific set: the only appropriate reaction is the
-  listener's own, as each script is heard once by each listener): generic vs personalised. Test
+  listener's own, as each script is heard once by each listener): generic vs personalised, and
+  the enrolment's two parts alone (shifts only, resting face only), all directions and the
+  listening direction alone. Test
   listeners are never seen in training; each is enrolled from a random 10-s crop of *another* of
   its clips;
 - **listening direction**: the official scores restricted to the non-mirrored half of the
@@ -40,7 +43,7 @@ from models.generator.checkpoint import load_generator
 from models.generator.predict import GeneratorPredictor
 from models.metrics.smoothness import seam_jumps
 from models.personal.checkpoint import load_personal
-from models.personal.enrolment import enrol
+from models.personal.enrolment import Enrolment, enrol
 from models.posnet.model import load_posnet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,21 +51,20 @@ KEYS = ("FRCorr", "FRDist", "FRCorr_58", "FRDist_58", "FRDiv", "FRDvs", "FRVar",
 
 
 def enrolments(test: ReactDataset, personal_path: Path, seed: int):  # noqa: ANN201
-    """``shifts_for(sample)``: the listener enrolled from a 10-s crop of another of its clips
-    (deterministic per sample), cached per listener clip."""
+    """``enrolment_of(sample)``: the listener enrolled from a 10-s crop of another of its clips
+    (deterministic per sample), cached per sample."""
     style, hyper, _ = load_personal(personal_path)
     if hyper is None:
         raise SystemExit(f"{personal_path}: holds no hypernetwork (train shifts first)")
-    cache: dict[int, dict] = {}
+    cache: dict[int, Enrolment] = {}
 
-    def shifts_for(sample: Sample) -> dict:
+    def enrolment_of(sample: Sample) -> Enrolment:
         if sample.index not in cache:
             rng = np.random.default_rng([seed, sample.index])
-            history = test.history(sample.index, 10.0, rng)
-            cache[sample.index] = enrol(style, hyper, history).factors
+            cache[sample.index] = enrol(style, hyper, test.history(sample.index, 10.0, rng))
         return cache[sample.index]
 
-    return shifts_for
+    return enrolment_of
 
 
 def table(rows: dict[str, dict], keys: tuple[str, ...] = KEYS) -> str:
@@ -92,7 +94,9 @@ def main() -> None:
     own = np.eye(n, dtype=bool)
     model, meta = load_generator(weights / "generator.safetensors")
     posnet = load_posnet(weights / "posnet.safetensors")
-    shifts_for = enrolments(test, weights / "personal.safetensors", args.seed)
+    enrolment_of = enrolments(test, weights / "personal.safetensors", args.seed)
+    shifts_for = lambda s: enrolment_of(s).factors  # noqa: E731
+    rest_for = lambda s: enrolment_of(s).rest  # noqa: E731
 
     predictors: dict[str, object] = {}
     if not args.skip_baselines:
@@ -102,11 +106,17 @@ def main() -> None:
             predictors[name] = Baseline(name, train, base_cfg).predict
     predictors["generic"] = GeneratorPredictor(model, None, k=args.k)
     predictors["generic + PosNet"] = GeneratorPredictor(model, posnet, k=args.k)
-    predictors["personalised + PosNet"] = GeneratorPredictor(model, posnet, k=args.k,
-                                                             shifts_for=shifts_for)  # fmt: skip
+    predictors["personalised + PosNet"] = GeneratorPredictor(
+        model, posnet, k=args.k, shifts_for=shifts_for, rest_for=rest_for)
+    own_only = {  # the parts of the enrolment alone, scored on own-listener neighbours only
+        "shifts only + PosNet": GeneratorPredictor(model, posnet, k=args.k,
+                                                   shifts_for=shifts_for),
+        "resting face only + PosNet": GeneratorPredictor(model, posnet, k=args.k,
+                                                         rest_for=rest_for),
+    }  # fmt: skip
     start = time.perf_counter()
     results: dict[str, dict] = {"official": {}, "listening": {}, "own_listener": {},
-                                "smoothness": {}}  # fmt: skip
+                                "own_listener_listening": {}, "smoothness": {}}  # fmt: skip
     listening = [j for j, i in enumerate(idx) if not test[i].mirrored]
     collected = {}
     for name, predictor in predictors.items():
@@ -118,8 +128,15 @@ def main() -> None:
                 for k, v in collected[name].items()}  # fmt: skip
         results["listening"][name] = score(half, official[np.ix_(listening, listening)],
                                            workers=args.workers)  # fmt: skip
-    for name in ("generic + PosNet", "personalised + PosNet"):
+    for name, predictor in own_only.items():
+        print(f"-- {name}", flush=True)
+        collected[name] = collect(test, predictor, seed=args.seed, indices=idx, progress=False)
+    for name in ("generic + PosNet", *own_only, "personalised + PosNet"):
         results["own_listener"][name] = score(collected[name], own, workers=args.workers)
+        half = {k: (v[listening] if isinstance(v, np.ndarray) else v)
+                for k, v in collected[name].items()}  # fmt: skip
+        results["own_listener_listening"][name] = score(
+            half, own[np.ix_(listening, listening)], workers=args.workers)
     for name in ("generic", "generic + PosNet", "personalised + PosNet"):
         results["smoothness"][name] = seam_jumps(collected[name]["predictions"],
                                                  model.config.window)["pose"]  # fmt: skip
@@ -135,6 +152,8 @@ def main() -> None:
     print(table(results["listening"]))
     print("\nown-listener neighbours (personalised appropriateness):")
     print(table(results["own_listener"]))
+    print("\nown-listener neighbours, listening direction only:")
+    print(table(results["own_listener_listening"]))
     s = results["smoothness"]
     print(f"\nPosNet: pose velocity at seams {s['generic']['velocity_seam']:.4f} -> "
           f"{s['generic + PosNet']['velocity_seam']:.4f} ({s['seam_jump_cut']:.1f}x cut); "

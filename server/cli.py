@@ -115,7 +115,7 @@ def _generator_predictor(spec: str, k: int, split, personalised: bool, seed: int
 
     from models.generator.checkpoint import load_generator
     from models.generator.predict import GeneratorPredictor
-    from models.personal.enrolment import enrol
+    from models.personal.enrolment import Enrolment, enrol
     from models.weights import load_default, resolve_device
 
     device = resolve_device("auto")
@@ -124,19 +124,19 @@ def _generator_predictor(spec: str, k: int, split, personalised: bool, seed: int
         model, posnet = bundled.generator, bundled.posnet
     else:
         model, posnet = load_generator(spec.removeprefix("generator:"), device=device)[0], None
-    shifts_for = None
-    if personalised:
-        cache: dict[int, dict] = {}
+    if not personalised:
+        return GeneratorPredictor(model, posnet, k=k, device=str(device))
+    cache: dict[int, Enrolment] = {}
 
-        def shifts_for(sample):  # noqa: ANN001, ANN202
-            if sample.index not in cache:
-                history = split.history(
-                    sample.index, 10.0, np.random.default_rng([seed, sample.index])
-                )
-                cache[sample.index] = enrol(bundled.style, bundled.hyper, history).factors
-            return cache[sample.index]
+    def enrolment_of(sample):  # noqa: ANN001, ANN202
+        if sample.index not in cache:
+            history = split.history(sample.index, 10.0, np.random.default_rng([seed, sample.index]))
+            cache[sample.index] = enrol(bundled.style, bundled.hyper, history)
+        return cache[sample.index]
 
-    return GeneratorPredictor(model, posnet, k=k, device=str(device), shifts_for=shifts_for)
+    return GeneratorPredictor(model, posnet, k=k, device=str(device),
+                              shifts_for=lambda s: enrolment_of(s).factors,
+                              rest_for=lambda s: enrolment_of(s).rest)  # fmt: skip
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -129,8 +129,16 @@ class OnlineRunner:
         self._targets = model.shift_targets()
 
     def new_session(self, *, seed: int, shifts: dict[str, tuple[Tensor, Tensor]] | None = None,
-                    ) -> Session:  # fmt: skip
-        """A session for the generic listener (``shifts=None``) or an enrolled one."""
+                    rest: Tensor | np.ndarray | None = None) -> Session:  # fmt: skip
+        """A session for the generic listener (``shifts=None``, ``rest=None``) or an enrolled
+        one. ``rest (58,)``, the listener's resting face from the enrolment, fills the previous
+        frames the first window is conditioned on, so the reaction starts in the listener's own
+        resting pose and tonus instead of from no listener frame at all."""
+        if rest is not None:
+            rest = np.asarray(rest.cpu() if isinstance(rest, Tensor) else rest, np.float32)
+            if rest.shape != (layout.DIM,) or not np.isfinite(rest).all():
+                raise ValueError(f"rest: expected {layout.DIM} finite numbers, got shape "
+                                 f"{rest.shape}")  # fmt: skip
         if shifts is not None:
             for name, (a, b) in shifts.items():
                 if name not in self._targets:
@@ -138,7 +146,11 @@ class OnlineRunner:
                 if (a.shape[0], b.shape[1]) != self._targets[name] or a.shape[1] != b.shape[0]:
                     raise ValueError(f"shift {name!r}: {tuple(a.shape)} @ {tuple(b.shape)} does "
                                      f"not fit {self._targets[name]}")  # fmt: skip
-        return Session(self.context, self.prev, self.window, seed, shifts)
+        session = Session(self.context, self.prev, self.window, seed, shifts)
+        if rest is not None:
+            session.listener[:] = rest  # (P, 58): the resting face in every previous frame
+            session.listener_ok[:] = True
+        return session
 
     def _batch_shifts(self, sessions: list[Session]) -> Shifts | None:
         if all(s.shifts is None for s in sessions):

@@ -4,7 +4,8 @@ An enrolment is computed once per listener (one forward of the style encoder and
 hypernetwork, no gradients) and stored; at run time the low-rank factors of several listeners are
 stacked into one batch for the denoiser (``stack``). On disk it is one safetensors file:
 
-* tensors ``style`` ``(S,)``, ``a/<layer>`` ``(out, r)`` and ``b/<layer>`` ``(r, in)``;
+* tensors ``style`` ``(S,)``, ``a/<layer>`` ``(out, r)``, ``b/<layer>`` ``(r, in)`` and
+  ``rest`` ``(58,)``, the listener's resting face (absent in enrolments made before it existed);
 * metadata key ``enrolment``: JSON with the format tag, model hash, creation time (ISO 8601,
   UTC), seconds of valid video used, rank and target shapes.
 
@@ -27,7 +28,7 @@ import torch
 from safetensors.torch import load, save
 from torch import Tensor, nn
 
-from models.face.layout import FPS
+from models.face.layout import DIM, FPS
 from models.personal.hyper import Factors, HyperNetwork, Targets
 from models.personal.style import StyleEncoder
 
@@ -53,6 +54,9 @@ class Enrolment:
     """ISO 8601 UTC time of enrolment."""
     seconds: float
     """Seconds of valid listener video used."""
+    rest: Tensor | None = None
+    """(58,) the listener's resting face: the per-coefficient median of the valid enrolment
+    frames. The online generator starts from it; ``None`` in enrolments made before it existed."""
 
     @property
     def rank(self) -> int:
@@ -83,6 +87,8 @@ class Enrolment:
     def to_bytes(self) -> bytes:
         """The enrolment as one safetensors blob with JSON metadata (what a store keeps)."""
         tensors = {"style": self.style.contiguous()}
+        if self.rest is not None:
+            tensors["rest"] = self.rest.contiguous()
         for name, (a, b) in self.factors.items():
             tensors[f"a/{name}"] = a.contiguous()
             tensors[f"b/{name}"] = b.contiguous()
@@ -133,12 +139,17 @@ class Enrolment:
                     f"{name}: factors of {layer!r} missing or not ({out}, {r}) / ({r}, {inp})"
                 )
             factors[layer] = (a, b)
+        rest = tensors.get("rest")
+        if rest is not None and (rest.shape != (DIM,) or not torch.isfinite(rest).all()):
+            raise ValueError(f"{name}: rest face must be {DIM} finite numbers, got "
+                             f"{tuple(rest.shape)}")  # fmt: skip
         enrolment = cls(
             style=tensors["style"],
             factors=factors,
             model_hash=meta["model_hash"],
             created=meta["created"],
             seconds=float(meta["seconds"]),
+            rest=rest,
         )
         enrolment.check(targets, rank, model_hash)
         return enrolment
@@ -244,6 +255,7 @@ def enrol(
         model_hash=model_hash(style_encoder, hyper),
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         seconds=int(mask.sum()) / FPS,
+        rest=x[mask].median(dim=0).values.cpu(),  # (K,)
     )
 
 

@@ -118,3 +118,20 @@ def test_bad_use_is_refused(runner) -> None:
     face_ok[1] = False  # a NaN in a frame flagged invalid is never read
     fresh.push_speaker(audio, audio_ok, face, face_ok)
     assert fresh.received == 4
+
+
+def test_a_resting_face_fills_the_first_previous_frames(runner) -> None:
+    rng = np.random.default_rng(3)
+    stream = frames(rng, runner.window)
+    rest = np.concatenate([np.full(52, 0.4), [0.2, -0.3, 0.1, 0.05, -0.05, 0.1]]).astype("f4")
+    s = runner.new_session(seed=4, rest=torch.from_numpy(rest))
+    assert s.listener_ok.all() and (s.listener == rest).all()
+    plain = runner.new_session(seed=4)
+    assert not plain.listener_ok.any()
+    for session in (s, plain):
+        session.push_speaker(*stream)
+    first, first_plain = runner.step([s, plain])
+    assert not np.allclose(first, first_plain)  # the same noise, another starting state
+    for bad in (np.zeros(3, "f4"), np.full(layout.DIM, np.nan, "f4")):
+        with pytest.raises(ValueError, match="rest: expected 58 finite numbers"):
+            runner.new_session(seed=0, rest=bad)

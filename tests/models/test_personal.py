@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -282,7 +283,32 @@ def test_enrolment_round_trip_is_bit_exact(
     for name, (a, b) in e.factors.items():
         assert torch.equal(back.factors[name][0], a) and torch.equal(back.factors[name][1], b)
     assert (back.model_hash, back.created, back.seconds) == (e.model_hash, e.created, e.seconds)
+    assert torch.equal(back.rest, e.rest)
     assert b"pickle" not in path.read_bytes()[:2000]
+
+
+def test_resting_face_is_the_median_of_the_valid_frames(
+    models: tuple[StyleEncoder, HyperNetwork],
+) -> None:
+    coeffs, valid = listener(9)
+    coeffs[~valid] = 50.0  # frames without a face carry junk; they must not count
+    e = enrol(*models, coeffs, valid)
+    assert e.rest.shape == (layout.DIM,)
+    torch.testing.assert_close(e.rest, coeffs[valid].median(dim=0).values)
+    assert float(e.rest.abs().max()) < 50.0
+
+
+def test_enrolment_without_or_with_a_bad_resting_face(
+    models: tuple[StyleEncoder, HyperNetwork],
+) -> None:
+    e = enrol(*models, *listener(10))
+    old = Enrolment.from_bytes(dataclasses.replace(e, rest=None).to_bytes())
+    assert old.rest is None  # enrolments stored before the resting face existed still load
+    bad = dataclasses.replace(e, rest=torch.full((layout.DIM,), float("nan")))
+    with pytest.raises(ValueError, match="rest face must be 58 finite numbers"):
+        Enrolment.from_bytes(bad.to_bytes())
+    with pytest.raises(ValueError, match=r"rest face must be 58 finite numbers, got \(3,\)"):
+        Enrolment.from_bytes(dataclasses.replace(e, rest=torch.zeros(3)).to_bytes())
 
 
 def test_enrolment_for_another_model_is_rejected(

@@ -317,7 +317,11 @@ def test_stream_with_an_enrolled_listener_uses_its_shifts(client, enrolled) -> N
         for name, (a, b) in stored.factors.items():  # exactly this listener's shifts
             assert torch.equal(shifts[name][0].cpu(), a) and torch.equal(shifts[name][1].cpu(), b)
         assert any(float(a.abs().sum()) > 0 for a, _ in shifts.values())
+        online = sessions[started["session_id"]].online  # no media yet: still the start state
+        assert online.t == 0 and online.listener_ok.all()
+        assert (online.listener == stored.rest.numpy()).all()  # starts from the resting face
         assert sessions[plain["session_id"]].online.shifts is None
+        assert not sessions[plain["session_id"]].online.listener_ok.any()
         personal.ping()
 
 
