@@ -72,15 +72,15 @@ class TrainPersonalityConfig:
     """Style encoder + hypernetwork the model's own copies start from."""
     variant: str = "full"
     """``full``, ``matrix-no-edges``, ``vector-gcn`` or ``direct`` (PersonalityConfig.variant)."""
-    steps: int = 1000
+    steps: int = 600
     persons: int = 16
     """Persons per step (one crop each)."""
     windows: int = 2
     """Reconstruction windows per person per step."""
     lr: float = 1e-3
     """Peak LR of the graph network (or the direct head)."""
-    lr_personal: float = 1e-4
-    """Peak LR of the style encoder and hypernetwork copies."""
+    lr_personal: float = 3e-4
+    """Peak LR of the style encoder and hypernetwork copies (3e-4 beat 1e-4 on the val persons)."""
     warmup: int = 50
     rec_weight: float = 1.0
     """Weight of the personalised reconstruction loss (0: trait loss only)."""
