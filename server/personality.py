@@ -90,7 +90,7 @@ def model_version(models: DefaultModels) -> str:
     """The loaded personality model's version; :class:`PersonalityUnavailable` without one."""
     if models.personality is None:
         raise PersonalityUnavailable(models.personality_error or "no personality model loaded")
-    return models.personality.version()
+    return models.personality_version or models.personality.version()
 
 
 def estimate(models: DefaultModels, coeffs: np.ndarray, valid: np.ndarray | None = None

@@ -47,6 +47,8 @@ class DefaultModels:
     personality: PersonalityModel | None = None
     personality_error: str | None = None
     """Why ``personality`` is ``None`` (absent or unusable file)."""
+    personality_version: str | None = None
+    """``personality.version()``, computed once at load (it hashes every weight)."""
 
 
 def load_default(device: str | torch.device = "auto", directory: str | Path | None = None
@@ -66,7 +68,8 @@ def load_default(device: str | torch.device = "auto", directory: str | Path | No
         raise ValueError(f"{root / FILES[1]}: holds no hypernetwork")
     posnet = load_posnet(root / FILES[2], device=dev)
     personality, why = load_optional_personality(root / PERSONALITY_FILE, generator, dev)
-    return DefaultModels(generator, posnet, style, hyper, meta, personality, why)
+    version = personality.version() if personality is not None else None
+    return DefaultModels(generator, posnet, style, hyper, meta, personality, why, version)
 
 
 def load_optional_personality(path: Path, generator: Denoiser, device: torch.device
