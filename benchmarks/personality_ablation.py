@@ -17,6 +17,7 @@ prediction over one centred 10-s crop of each of their clips) and per clip. Vari
 Writes ``benchmarks/results/personality_ablation.json`` and prints a markdown table.
 
 Usage: python benchmarks/personality_ablation.py --world .cache/world-default [--steps 600]
+       [--extra] [--only "NAME;NAME"] [--out FILE]
 """
 
 from __future__ import annotations
@@ -75,14 +76,21 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--extra", action="store_true", help="also the two end-to-end ablations")
+    parser.add_argument("--only", help="variant names (as in the table) to run, separated by ;")
     args = parser.parse_args()
     torch.set_num_threads(1)
     start = time.perf_counter()
     variants = {**VARIANTS, **(EXTRA if args.extra else {})}
+    if args.only:
+        wanted = [w.strip() for w in args.only.split(";")]
+        unknown = [w for w in wanted if w not in {**VARIANTS, **EXTRA}]
+        if unknown:
+            parser.error(f"unknown variants {unknown}; known: {list({**VARIANTS, **EXTRA})}")
+        variants = {w: {**VARIANTS, **EXTRA}[w] for w in wanted}
     results: dict[str, Any] = {}
     summary: dict[str, Any] = {}
     for i, (name, overrides) in enumerate(variants.items()):
-        run = Path(args.runs) / f"{i}-{overrides['variant']}"
+        run = Path(args.runs) / f"{i}-{overrides['variant']}-{len(overrides)}"
         cfg = TrainPersonalityConfig(data_root=args.world, out_dir=run, steps=args.steps,
                                      seed=args.seed, device=args.device,
                                      feature_cache=ROOT / ".cache/features-world-default",
