@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -84,6 +85,43 @@ def write_video(path: Path, frames: list[np.ndarray] | np.ndarray, fps: int = 25
                     out.mux(packet)
             for packet in aus.encode():
                 out.mux(packet)
+    return path
+
+
+class _Pipe(io.RawIOBase):
+    """A write-only, non-seekable sink: what a browser's MediaRecorder writes into."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def write(self, b) -> int:  # noqa: ANN001
+        self.data += bytes(b)
+        return len(b)
+
+
+def write_streamed_webm(path: Path, frames: list[np.ndarray], fps: int = 25) -> Path:
+    """VP8 WebM written as a stream, like a browser's recording: the muxer cannot seek back, so
+    the file stores no duration (and no cues)."""
+    h, w = frames[0].shape[:2]
+    pipe = _Pipe()
+    with av.open(pipe, "w", format="webm") as out:
+        vs = out.add_stream("libvpx", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = w - w % 2, h - h % 2, "yuv420p"
+        vs.bit_rate = 2_000_000
+        for rgb in frames:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[: vs.height, : vs.width]),
+                                               format="rgb24")  # fmt: skip
+            for packet in vs.encode(frame):
+                out.mux(packet)
+        for packet in vs.encode():
+            out.mux(packet)
+    path.write_bytes(bytes(pipe.data))
     return path
 
 

@@ -47,6 +47,8 @@ def probe(path: str | Path) -> VideoInfo:
                 duration = float(vs.duration * vs.time_base)
             elif container.duration is not None:
                 duration = container.duration / 1_000_000
+            else:  # e.g. a browser's streamed WebM recording: no duration stored
+                duration = _demuxed_duration(container, vs)
             return VideoInfo(
                 width=vs.codec_context.width,
                 height=vs.codec_context.height,
@@ -57,6 +59,21 @@ def probe(path: str | Path) -> VideoInfo:
             )
     except av.error.FFmpegError as err:
         raise MediaError(f"{path}: cannot read video ({err})") from err
+
+
+def _demuxed_duration(container: av.container.InputContainer,
+                      stream: av.video.stream.VideoStream) -> float | None:  # fmt: skip
+    """Seconds from the first video packet to the end of the last, read by demuxing only (no
+    decoding); ``None`` when the packets carry no timestamps."""
+    first = end = None
+    for packet in container.demux(stream):
+        if packet.pts is None or packet.time_base is None:
+            continue
+        start = float(packet.pts * packet.time_base)
+        stop = start + float((packet.duration or 0) * packet.time_base)
+        first = start if first is None else min(first, start)
+        end = stop if end is None else max(end, stop)
+    return None if first is None or end is None else end - first
 
 
 def iter_frames(path: str | Path) -> Iterator[tuple[float, np.ndarray]]:

@@ -19,7 +19,7 @@ from models.personal.enrolment import Enrolment
 from server.api.app import create_app
 from server.api.security import Guard
 from server.perception.video import iter_frames_25fps, read_audio
-from tests.conftest import media_clip, write_video
+from tests.conftest import media_clip, write_streamed_webm, write_video
 from tests.server.api_helpers import ORIGIN, connect, running, settings_for
 
 KEY = "test-key-0123456789"
@@ -43,6 +43,7 @@ def clips(tmp_path_factory, speech_wav) -> dict[str, Path]:
         "good": write_video(folder / "ada.mp4", frames, audio=speech[: int(GOOD_SECONDS * 16_000)]),
         "short": write_video(folder / "short.mp4", frames[:100], audio=speech[:64_000]),
         "faceless": write_video(folder / "noise.mp4", noise),
+        "webm": write_streamed_webm(folder / "recording.webm", frames),
     }
 
 
@@ -332,6 +333,16 @@ def copy_of(client: TestClient, listener_id: str) -> str:
     copy, _ = store.create(name="Copy", consent=True, enrolment=store.get_enrolment(listener_id),
                            model_hash=record.model_hash, clip=record.clip)  # fmt: skip
     return copy.id
+
+
+def test_a_browser_webm_recording_enrols(client, clips) -> None:
+    """MediaRecorder's WebM stores no duration: it is measured from the stream instead."""
+    resp = client.post("/v1/listeners", data={"name": "Webb", "consent": "true"},
+                       files={"clip": ("rec.webm", clips["webm"].read_bytes(), "video/webm")})
+    assert resp.status_code == 201, resp.text
+    listener = resp.json()
+    assert listener["clip"]["seconds"] >= 10.0
+    assert client.delete(f"/v1/listeners/{listener['id']}").status_code == 204
 
 
 def test_deleted_listener_is_gone_everywhere(client, enrolled) -> None:

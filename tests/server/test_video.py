@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import av
 import numpy as np
 import pytest
 
 from server.perception.video import FrameRateResampler, iter_frames_25fps, probe
-from tests.conftest import write_video
+from tests.conftest import write_streamed_webm, write_video
 
 
 def resample(times: list[float], fps: float = 25) -> list[tuple[int, float]]:
@@ -52,3 +53,13 @@ def test_24_fps_file_becomes_25_fps(astronaut, tmp_path) -> None:
     # Output k shows input round(k * 24 / 25): one input frame is shown twice per second.
     expected = [min(47, int(np.floor(k * 24 / 25 + 0.5))) for k in range(50)]
     assert max(abs(v - e) for v, e in zip(values, expected, strict=True)) <= 1
+
+
+def test_a_streamed_webm_without_a_stored_duration_is_measured(astronaut, tmp_path) -> None:
+    frames = [np.roll(astronaut[::4, ::4], i, axis=1) for i in range(50)]
+    path = write_streamed_webm(tmp_path / "recording.webm", frames)
+    with av.open(str(path)) as c:  # the case of a browser recording: nothing stored
+        assert c.duration is None and c.streams.video[0].duration is None
+    info = probe(path)
+    assert info.duration_s == pytest.approx(2.0, abs=0.05)
+    assert len(list(iter_frames_25fps(path))) == 50
