@@ -15,12 +15,20 @@ FIELDS = ("speaker_audio", "audio_valid", "speaker_face", "context_valid", "list
 
 class WindowDataset(Dataset):
     """Item ``k`` is the ``k``-th ``(sample, t)`` of ``dataset.iter_windows`` as a dict of
-    tensors (shapes as :class:`~models.data.windows.OnlineWindow`: C, Pv, W frames)."""
+    tensors (shapes as :class:`~models.data.windows.OnlineWindow`: C, Pv, W frames).
+
+    ``history`` extra frames lengthen the speaker context and the listener's previous frames
+    (both still end at ``t``: ``C + history`` and ``Pv + history`` rows), for a recipe that
+    replays the windows before ``t`` (:mod:`models.generator.rollout`).
+    """
 
     def __init__(self, dataset: ReactDataset, *, w: int = WINDOW, stride: int | None = None,
-                 context: int = CONTEXT, prev: int = PREVIOUS) -> None:  # fmt: skip
+                 context: int = CONTEXT, prev: int = PREVIOUS,
+                 history: int = 0) -> None:  # fmt: skip
+        if history < 0:
+            raise ValueError(f"history must be non-negative, got {history}")
         self.dataset = dataset
-        self.w, self.context, self.prev = w, context, prev
+        self.w, self.context, self.prev = w, context + history, prev + history
         self.starts = list(dataset.iter_windows(w=w, stride=stride))
 
     def __len__(self) -> int:

@@ -40,6 +40,11 @@ class GeneratorConfig:
     """Decoder layers (self-attention, cross-attention, feed-forward)."""
     encoder_layers: int = 1
     """Layers of the condition encoder (self-attention over speaker + previous-listener tokens)."""
+    summary_tokens: int = 0
+    """Memory tokens that each read the whole speaker context through a learned temporal filter
+    (``C`` weights, initialised as lagged averages from 40 ms to 2 s back): lagged, smoothed
+    speaker behaviour, such as a smile 0.4 s ago, in one token instead of an attention pattern to
+    learn. 0: none (one token per frame only)."""
     ff: int = 256
     """Hidden width of every feed-forward block."""
     dropout: float = 0.1
@@ -69,6 +74,8 @@ class GeneratorConfig:
         for name, value in sizes.items():
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
+        if self.summary_tokens < 0:
+            raise ValueError(f"summary_tokens must be at least 0, got {self.summary_tokens}")
         if self.encoder_layers < 0:
             raise ValueError(f"encoder_layers must be at least 0, got {self.encoder_layers}")
         if self.d_model % self.heads:
@@ -109,8 +116,9 @@ class GeneratorConfig:
 
 
 def default_config() -> GeneratorConfig:
-    """The bundled generator: D 128, 2 decoder layers, 1 encoder layer, 4 sample steps."""
-    return GeneratorConfig()
+    """The bundled generator: D 128, 2 decoder layers, 1 encoder layer, 16 summary tokens,
+    4 sample steps (until the tuning stage chooses)."""
+    return GeneratorConfig(summary_tokens=16)
 
 
 def tiny_config() -> GeneratorConfig:

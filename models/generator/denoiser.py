@@ -71,6 +71,17 @@ def sinusoid(positions: Tensor, dim: int) -> Tensor:
     return F.pad(emb, (0, dim - 2 * half))  # (..., dim)
 
 
+def lag_filters(k: int, context: int) -> Tensor:
+    """``(k, context)`` rows of non-negative weights summing to 1: Gaussian bumps centred ``1 ..
+    context`` frames before the window (spread growing with the lag), the initial temporal
+    filters of the summary tokens. Column ``context − 1`` is the last frame before ``t``."""
+    lag = torch.arange(context, 0, -1, dtype=torch.float32)  # (C,): lag of each column
+    centres = torch.linspace(1.0, float(context), k)[:, None]  # (K, 1)
+    width = 1.0 + 0.15 * centres
+    w = torch.exp(-0.5 * ((lag[None] - centres) / width) ** 2)  # (K, C)
+    return w / w.sum(dim=1, keepdim=True)
+
+
 class Memory(NamedTuple):
     """The encoded condition: tokens and which of them may be attended to."""
 
@@ -166,6 +177,10 @@ class Denoiser(nn.Module):
         self.register_buffer("face_std", torch.ones(f))
         self.speaker_in = nn.Linear(cfg.audio_dim + f + 2, d)
         self.prev_in = nn.Linear(f, d)
+        if cfg.summary_tokens:
+            self.summary_mix = nn.Parameter(lag_filters(cfg.summary_tokens, cfg.context))  # (K, C)
+            self.summary_in = nn.Linear(cfg.audio_dim + f + 2, d)
+            self.summary_embed = nn.Parameter(torch.randn(cfg.summary_tokens, d) * 0.02)  # (K, D)
         self.null_token = nn.Parameter(torch.randn(1, 1, d) * 0.02)  # (1, 1, D)
         self.type_embed = nn.Parameter(torch.randn(2, d) * 0.02)  # (2, D): previous, speaker
         self.encoder = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.encoder_layers))
@@ -242,9 +257,16 @@ class Denoiser(nn.Module):
         past = past + self.type_embed[0] + sinusoid(
             torch.arange(-p, 0, device=face.device), self.config.d_model).to(face.dtype)
         null = self.null_token.to(face.dtype).expand(b, 1, -1)  # (1, 1, D) -> (B, 1, D)
-        tokens = self.drop(torch.cat([null, past, speaker], dim=1))  # (B, 1 + P + C, D)
+        parts, flags = [null, past, speaker], [prev_ok, face_ok | audio_ok]
+        if self.config.summary_tokens:
+            # invalid frames are zeros in ``frames``, so a summary of none is a constant token
+            mixed = torch.einsum("kc,bcf->bkf", self.summary_mix.to(frames.dtype), frames)
+            parts.append(self.summary_in(mixed) + self.summary_embed)  # (B, K, D)
+            flags.append(torch.ones(b, self.config.summary_tokens, dtype=torch.bool,
+                                    device=face.device))  # fmt: skip
+        tokens = self.drop(torch.cat(parts, dim=1))  # (B, S, D), S = 1 + P + C (+ K)
         always = torch.ones(b, 1, dtype=torch.bool, device=face.device)
-        valid = torch.cat([always, prev_ok, face_ok | audio_ok], dim=1)  # (B, 1 + P + C)
+        valid = torch.cat([always, *flags], dim=1)  # (B, S)
         for layer in self.encoder:
             tokens = layer(tokens, valid)
         return Memory(self.encoder_norm(tokens), valid)

@@ -50,21 +50,31 @@ def dim_weights(denoiser: Denoiser, like: Tensor) -> Tensor:
 def diffusion_loss(denoiser: Denoiser, batch: Mapping[str, Tensor], ac: Tensor,
                    generator: torch.Generator, shifts: Shifts | None = None,
                    cond_drop: float = 0.0, prev_noise: float = 0.0,
-                   prev_drop: float = 0.0) -> Tensor:  # fmt: skip
+                   prev_drop: float = 0.0, clean_prev: Tensor | None = None,
+                   high_noise: float = 0.0) -> Tensor:  # fmt: skip
     """Masked, dim-weighted x0 MSE of one batch (a scalar).
 
     ``batch`` holds the :class:`~models.data.torch_windows.WindowDataset` fields, batched:
     ``speaker_audio`` (B, C, 78), ``audio_valid`` (B, C), ``speaker_face`` (B, C, 58),
     ``context_valid`` (B, C), ``listener_prev`` (B, P, 58), ``prev_valid`` (B, P), ``target``
     (B, W, 58), ``target_valid`` (B, W); masks as bool or 1.0 / 0.0. Step and noise come from
-    ``generator`` (on any device; they are moved to the target's).
+    ``generator`` (on any device; they are moved to the target's). ``clean_prev`` (B,) bool
+    marks windows whose previous frames are taken as given, neither noised nor dropped (the
+    model's own frames from :func:`~models.generator.rollout.self_generated_prev`).
+    ``high_noise``: share of windows whose step is drawn from the noisier half ``[T/2, T)``
+    only, where the live few-step sampler works and the condition decides the prediction.
     """
     target = batch["target"]
     b = target.shape[0]
     step = torch.randint(0, len(ac), (b,), generator=generator, device=generator.device)
+    if high_noise > 0:
+        high = torch.rand(b, generator=generator, device=generator.device) < high_noise
+        step = torch.where(high, len(ac) // 2 + step // 2, step)  # [T/2, T) for those
     noise = torch.randn(target.shape, generator=generator, device=generator.device,
                         dtype=target.dtype)  # fmt: skip
     step, noise = step.to(target.device), noise.to(target.device)
+    if not 0.0 <= high_noise <= 1.0:
+        raise ValueError(f"high_noise must be in [0, 1], got {high_noise}")
     if not (0.0 <= cond_drop < 1.0 and 0.0 <= prev_drop < 1.0 and prev_noise >= 0.0):
         raise ValueError(f"cond_drop and prev_drop must be in [0, 1) and prev_noise >= 0, got "
                          f"{cond_drop}, {prev_drop}, {prev_noise}")  # fmt: skip
@@ -74,10 +84,15 @@ def diffusion_loss(denoiser: Denoiser, batch: Mapping[str, Tensor], ac: Tensor,
         eps = torch.randn(prev.shape, generator=generator, device=generator.device,
                           dtype=prev.dtype)  # fmt: skip
         jitter = scale.to(prev.device)[:, None, None] * eps.to(prev.device)
+        if clean_prev is not None:
+            jitter = torch.where(clean_prev.to(prev.device)[:, None, None], 0.0, jitter)
         prev = prev + jitter * denoiser.face_std.to(prev.dtype)
     if prev_drop > 0:
         keep_prev = torch.rand(b, generator=generator, device=generator.device) >= prev_drop
-        prev_valid = prev_valid & keep_prev.to(prev.device)[:, None]
+        keep_prev = keep_prev.to(prev.device)
+        if clean_prev is not None:
+            keep_prev = keep_prev | clean_prev.to(prev.device)
+        prev_valid = prev_valid & keep_prev[:, None]
     context_valid = batch["context_valid"] > 0  # (B, C)
     audio_valid = batch.get("audio_valid")
     audio_valid = None if audio_valid is None else audio_valid > 0

@@ -48,6 +48,7 @@ from models.generator.checkpoint import load_generator, save_generator
 from models.generator.config import GeneratorConfig, default_config, tiny_config
 from models.generator.denoiser import Denoiser
 from models.generator.loss import diffusion_loss
+from models.generator.rollout import self_generated_prev, split_history
 from models.generator.schedule import alphas_cumprod
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,17 @@ class TrainGeneratorConfig:
     """Largest noise (in diffusion-space units) added to the previous listener frames."""
     prev_drop: float = 0.1
     """Share of windows trained without the previous listener frames."""
-    """Max gradient norm; 0 turns clipping off."""
+    high_noise: float = 0.0
+    """Share of windows trained at a step from the noisier half of the schedule only."""
+    rollout: float = 0.0
+    """Share of windows whose previous frames are the model's own output over the
+    ``rollout_depth`` windows before them (:mod:`models.generator.rollout`), as live."""
+    rollout_depth: int = 2
+    """Windows replayed before a rollout window."""
+    rollout_steps: int = 2
+    """Sampler steps of the replay (the live few-step sampler)."""
+    rollout_guidance: float = 1.0
+    """Guidance scale of the replay."""
     seed: int = 0
     device: str = "auto"
     """``"auto"`` (cuda if available, else cpu), ``"cpu"``, ``"cuda"``, ``"cuda:1"``..."""
@@ -133,6 +144,14 @@ class TrainGeneratorConfig:
             raise ValueError("cond_drop and prev_drop must be in [0, 1)")
         if self.prev_noise < 0:
             raise ValueError(f"prev_noise must be non-negative, got {self.prev_noise}")
+        if not 0.0 <= self.high_noise <= 1.0:
+            raise ValueError(f"high_noise must be in [0, 1], got {self.high_noise}")
+        if not 0.0 <= self.rollout <= 1.0:
+            raise ValueError(f"rollout must be in [0, 1], got {self.rollout}")
+        if self.rollout_depth < 1 or not 1 <= self.rollout_steps <= 8:
+            raise ValueError("rollout_depth must be at least 1 and rollout_steps in 1..8")
+        if not 0.0 <= self.rollout_guidance <= 10.0:
+            raise ValueError(f"rollout_guidance must be in [0, 10], got {self.rollout_guidance}")
         if not 0.0 <= self.loss_ema < 1.0:
             raise ValueError(f"loss_ema must be in [0, 1), got {self.loss_ema}")
 
@@ -286,8 +305,9 @@ def train_generator(cfg: TrainGeneratorConfig, *, progress: bool = True,
     samples = list(range(len(train)))
     if cfg.max_train_samples is not None:
         samples = samples[: cfg.max_train_samples]
+    history = cfg.rollout_depth * gcfg.window if cfg.rollout > 0 else 0
     windows = WindowDataset(train, w=gcfg.window, stride=cfg.stride, context=gcfg.context,
-                            prev=gcfg.prev)  # fmt: skip
+                            prev=gcfg.prev, history=history)  # fmt: skip
     chosen = set(samples)
     keep = [k for k, (i, _) in enumerate(windows.starts) if i in chosen]
     if not keep:
@@ -362,8 +382,11 @@ def train_generator(cfg: TrainGeneratorConfig, *, progress: bool = True,
             with open(out / LOG_FILE, "a") as log_file:
                 while step < end:
                     batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
+                    batch, own_prev = _with_rollout(model, batch, cfg, noise_gen)
                     loss = diffusion_loss(model, batch, ac, noise_gen, cond_drop=cfg.cond_drop,
-                                          prev_noise=cfg.prev_noise, prev_drop=cfg.prev_drop)
+                                          prev_noise=cfg.prev_noise, prev_drop=cfg.prev_drop,
+                                          clean_prev=own_prev,
+                                          high_noise=cfg.high_noise)  # fmt: skip
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     if cfg.grad_clip > 0:
@@ -409,6 +432,29 @@ def train_generator(cfg: TrainGeneratorConfig, *, progress: bool = True,
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     log.info("generator: %d steps, loss EMA %s, %.1f s", step, loss_ema, summary["seconds"])
     return summary
+
+
+def _with_rollout(model: Denoiser, batch: dict[str, torch.Tensor], cfg: TrainGeneratorConfig,
+                  generator: torch.Generator
+                  ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:  # fmt: skip
+    """The batch for the window at ``t``, a ``cfg.rollout`` share of its windows (drawn from
+    ``generator``) with the model's own previous frames; and which windows those are."""
+    if cfg.rollout <= 0:
+        return batch, None
+    plain = split_history(batch, model, cfg.rollout_depth)
+    b = plain["target"].shape[0]
+    own = (torch.rand(b, generator=generator, device=generator.device) < cfg.rollout)
+    own = own.to(plain["target"].device)
+    if own.any():
+        sub = {k: v[own] for k, v in batch.items()}
+        prev, prev_ok = self_generated_prev(model, sub, cfg.rollout_depth,
+                                            steps=cfg.rollout_steps,
+                                            guidance=cfg.rollout_guidance, generator=generator)
+        plain["listener_prev"] = plain["listener_prev"].clone()
+        plain["prev_valid"] = plain["prev_valid"].clone()
+        plain["listener_prev"][own] = prev
+        plain["prev_valid"][own] = prev_ok.to(plain["prev_valid"].dtype)
+    return plain, own
 
 
 def _check_resume(cfg: TrainGeneratorConfig, state: dict[str, Any], path: Path) -> None:

@@ -102,8 +102,9 @@ def test_checkpoint_errors(trained: tuple[Path, dict], tmp_path: Path) -> None:
                        config=dataclasses.replace(TINY, d_model=32))  # fmt: skip
 
 
-def test_resume_matches_an_uninterrupted_run(world: Path, tmp_path: Path) -> None:
-    kw = dict(steps=14, checkpoint_every=4, log_every=7)
+@pytest.mark.parametrize("rollout", [0.0, 0.5])
+def test_resume_matches_an_uninterrupted_run(world: Path, tmp_path: Path, rollout: float) -> None:
+    kw = dict(steps=14, checkpoint_every=4, log_every=7, rollout=rollout)
     straight = train_generator(config(world, tmp_path / "a", **kw), progress=False)
     first = train_generator(config(world, tmp_path / "b", **kw), progress=False, stop_at=9)
     assert not first["finished"] and first["steps"] == 9
@@ -120,6 +121,17 @@ def test_resume_matches_an_uninterrupted_run(world: Path, tmp_path: Path) -> Non
         train_generator(config(world, tmp_path / "b", **kw, resume=False), progress=False)
 
 
+def test_rollout_windows_learn_from_the_models_own_frames(world: Path, tmp_path: Path) -> None:
+    """All windows on the model's own previous frames: training still learns (the loss falls)
+    and the run records the setting."""
+    summary = train_generator(config(world, tmp_path, rollout=1.0, rollout_depth=1),
+                              progress=False)  # fmt: skip
+    lines = (tmp_path / "log.jsonl").read_text().splitlines()
+    losses = [json.loads(line)["loss"] for line in lines]
+    assert sum(losses[-10:]) < 0.7 * sum(losses[:10])
+    assert summary["config"]["rollout"] == 1.0 and summary["config"]["rollout_depth"] == 1
+
+
 def test_bad_data_root_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="not a REACT-layout tree"):
         train_generator(config(tmp_path / "nowhere", tmp_path / "out"), progress=False)
@@ -133,6 +145,10 @@ def test_config_validation_and_schedule() -> None:
         TrainGeneratorConfig(data_root="x", out_dir="y", steps=0)
     assert TrainGeneratorConfig(data_root="x", out_dir="y", generator="tiny").generator_config \
         == tiny_config()
+    for bad in ({"rollout": 1.5}, {"rollout_depth": 0}, {"rollout_steps": 9},
+                {"rollout_guidance": -1.0}):
+        with pytest.raises(ValueError, match="rollout"):
+            TrainGeneratorConfig(data_root="x", out_dir="y", **bad)
     assert lr_factor(0, 100, 10) == pytest.approx(0.1)
     assert lr_factor(10, 100, 10) == pytest.approx(1.0)
     assert lr_factor(99, 100, 10) < 0.01
