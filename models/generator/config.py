@@ -116,8 +116,9 @@ class GeneratorConfig:
 
 
 def default_config() -> GeneratorConfig:
-    """The bundled generator: D 128, 2 decoder layers, 1 encoder layer, 16 summary tokens,
-    4 sample steps (until the tuning stage chooses)."""
+    """The generator a training run builds by default: D 128, 2 decoder layers, 1 encoder
+    layer, 16 summary tokens, 4 sample steps (until the tuning stage chooses). The weights
+    bundled now were trained before summary tokens existed and carry their own config (0)."""
     return GeneratorConfig(summary_tokens=16)
 
 

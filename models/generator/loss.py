@@ -64,6 +64,8 @@ def diffusion_loss(denoiser: Denoiser, batch: Mapping[str, Tensor], ac: Tensor,
     ``high_noise``: share of windows whose step is drawn from the noisier half ``[T/2, T)``
     only, where the live few-step sampler works and the condition decides the prediction.
     """
+    if not 0.0 <= high_noise <= 1.0:
+        raise ValueError(f"high_noise must be in [0, 1], got {high_noise}")
     target = batch["target"]
     b = target.shape[0]
     step = torch.randint(0, len(ac), (b,), generator=generator, device=generator.device)
@@ -73,8 +75,6 @@ def diffusion_loss(denoiser: Denoiser, batch: Mapping[str, Tensor], ac: Tensor,
     noise = torch.randn(target.shape, generator=generator, device=generator.device,
                         dtype=target.dtype)  # fmt: skip
     step, noise = step.to(target.device), noise.to(target.device)
-    if not 0.0 <= high_noise <= 1.0:
-        raise ValueError(f"high_noise must be in [0, 1], got {high_noise}")
     if not (0.0 <= cond_drop < 1.0 and 0.0 <= prev_drop < 1.0 and prev_noise >= 0.0):
         raise ValueError(f"cond_drop and prev_drop must be in [0, 1) and prev_noise >= 0, got "
                          f"{cond_drop}, {prev_drop}, {prev_noise}")  # fmt: skip

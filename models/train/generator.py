@@ -83,6 +83,7 @@ class TrainGeneratorConfig:
     warmup: int = 500
     """Steps of linear warmup from ``lr / warmup`` to ``lr``."""
     grad_clip: float = 1.0
+    """Max gradient norm; 0 turns clipping off."""
     cond_drop: float = 0.1
     """Share of windows trained without the speaker context (for classifier-free guidance)."""
     prev_noise: float = 0.5
