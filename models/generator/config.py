@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from models.face import layout
 
@@ -24,6 +24,11 @@ every decoder layer, and the output head."""
 @dataclass(frozen=True)
 class GeneratorConfig:
     """Every size of the generator. Frame counts are at 25 fps."""
+
+    hash_exclude: ClassVar[tuple[str, ...]] = ("sample_steps", "sample_guidance",
+                                               "sample_feedback")  # fmt: skip
+    """Live-sampler defaults, not part of the model: the fingerprint of a generator
+    (``models.personal.enrolment.model_hash``) does not change when they are retuned."""
 
     window: int = 8
     """W: listener frames generated per window (320 ms)."""
@@ -55,6 +60,12 @@ class GeneratorConfig:
     sample_guidance: float = 1.0
     """Default classifier-free guidance scale of the live sampler (1 = none; the tuning stage
     of the default pipeline chooses it on the val split)."""
+    sample_feedback: bool = True
+    """Default of the live sampler: feed each generated window back as the previous listener
+    frames of the next one. ``False``: the previous frames stay the enrolment's resting face
+    (none for the generic listener), so a window never conditions on the generator's own
+    output; the tuning stage chooses on the val split (a generator trained on real previous
+    frames can drift on its own ones: exposure bias)."""
     schedule_offset: float = 0.008
     """``s`` of the cosine schedule (Nichol & Dhariwal 2021)."""
     shift_rank: int = 4

@@ -114,9 +114,10 @@ class OnlineRunner:
     """Generates the next window of many sessions in one batch on ``device``."""
 
     def __init__(self, model: Denoiser, posnet: PosNet | None = None, *, steps: int | None = None,
-                 device: torch.device | str = "cpu", guidance: float | None = None
-                 ) -> None:  # fmt: skip
+                 device: torch.device | str = "cpu", guidance: float | None = None,
+                 feedback: bool | None = None) -> None:  # fmt: skip
         guidance = model.config.sample_guidance if guidance is None else guidance
+        self.feedback = model.config.sample_feedback if feedback is None else bool(feedback)
         if not 0.0 <= guidance <= 10.0:
             raise ValueError(f"guidance must be in [0, 10], got {guidance}")
         self.guidance = guidance
@@ -197,8 +198,9 @@ class OnlineRunner:
         windows = self._smooth(sessions, windows)
         out = []
         for s, w in zip(sessions, windows.cpu().numpy(), strict=True):
-            s.listener = _push(s.listener, w)
-            s.listener_ok = _push(s.listener_ok, np.ones(len(w), bool))
+            if self.feedback:  # else the previous frames stay the resting face (or none)
+                s.listener = _push(s.listener, w)
+                s.listener_ok = _push(s.listener_ok, np.ones(len(w), bool))
             s.t += self.window
             out.append(w)
         return out

@@ -32,12 +32,14 @@ class GeneratorPredictor:
     def __init__(self, model: Denoiser, posnet: PosNet | None = None, *, k: int = 10,
                  steps: int | None = None, device: str = "cpu", max_batch: int = 512,
                  shifts_for: ShiftsFor | None = None, guidance: float | None = None,
-                 rest_for: RestFor | None = None) -> None:  # fmt: skip
+                 rest_for: RestFor | None = None, feedback: bool | None = None
+                 ) -> None:  # fmt: skip
         if k < 1 or max_batch < 1:
             raise ValueError(f"k and max_batch must be at least 1, got {k}, {max_batch}")
         self.k, self.max_batch, self.shifts_for = k, max_batch, shifts_for
         self.rest_for = rest_for
-        self.runner = OnlineRunner(model, posnet, steps=steps, device=device, guidance=guidance)
+        self.runner = OnlineRunner(model, posnet, steps=steps, device=device, guidance=guidance,
+                                   feedback=feedback)  # fmt: skip
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> np.ndarray:
         return self.predict_many([sample], rng)[0]

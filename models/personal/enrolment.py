@@ -191,11 +191,16 @@ def _diff(ours: Mapping[str, tuple], theirs: Mapping[str, tuple]) -> str:
 
 
 def model_hash(*modules: nn.Module) -> str:
-    """A short fingerprint of the modules' classes, configs and weights (``sha256:`` + 16 hex)."""
+    """A short fingerprint of the modules' classes, configs and weights (``sha256:`` + 16 hex).
+
+    Config fields a config class lists in ``hash_exclude`` (inference defaults such as the
+    generator's sampler settings) are left out: retuning them keeps the model's identity."""
     digest = hashlib.sha256()
     for module in modules:
         config = getattr(module, "config", None)
         desc = asdict(config) if is_dataclass(config) else None
+        for key in getattr(config, "hash_exclude", ()):  # settings that are not the model
+            desc.pop(key, None)
         targets = getattr(module, "targets", None)
         header = {"class": type(module).__name__, "config": desc, "targets": targets}
         digest.update(json.dumps(header, sort_keys=True, default=list).encode())

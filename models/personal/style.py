@@ -21,6 +21,7 @@ al.): styles of clips of the same listener are pulled together, those of others 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -51,6 +52,13 @@ class StyleEncoderConfig:
     """Valid frames needed per listener (10 s at 25 fps)."""
     velocity_scale: float = float(FPS)
     """Pose differences are multiplied by this: per-frame steps become units per second."""
+    stats: bool = False
+    """Statistics pooling beside the attention pooling: the mean, standard deviation and mean
+    absolute frame-to-frame change of every frame feature over the valid frames (how much and
+    how fast each coefficient moves: blink rate, nod energy, smile level), standardised by
+    buffers set on training clips (:meth:`StyleEncoder.set_stats`) and added to the pooled
+    vector through a linear layer that starts at zero, so an encoder grown from one without
+    statistics (:meth:`StyleEncoder.with_stats`) starts out computing the same styles."""
 
     def __post_init__(self) -> None:
         if self.kernel_size % 2 != 1:
@@ -111,6 +119,48 @@ class StyleEncoder(nn.Module):
         # No bias: a direction shared by every sample lets the contrastive loss collapse to one
         # style (it did on synthetic listeners); without it the styles must come from the input.
         self.project = nn.Linear(c.width, c.style_dim, bias=False, **factory)
+        if c.stats:
+            n = 3 * features
+            self.stats_in = nn.Linear(n, c.width, **factory)
+            nn.init.zeros_(self.stats_in.weight)
+            nn.init.zeros_(self.stats_in.bias)
+            self.register_buffer("stats_mean", torch.zeros(n, **factory))
+            self.register_buffer("stats_std", torch.ones(n, **factory))
+
+    def with_stats(self) -> StyleEncoder:
+        """A copy of this encoder with statistics pooling added (``config.stats``): same
+        weights, the new layer at zero, so it gives the same styles until trained."""
+        if self.config.stats:
+            raise ValueError("this style encoder already has statistics pooling")
+        param = next(self.parameters())
+        grown = StyleEncoder(dataclasses.replace(self.config, stats=True), device=param.device,
+                             dtype=param.dtype)  # fmt: skip
+        missing, unexpected = grown.load_state_dict(self.state_dict(), strict=False)
+        if unexpected or not all(k.startswith("stats_") for k in missing):
+            raise RuntimeError(f"with_stats: state mismatch {missing} {unexpected}")
+        return grown
+
+    def statistics(self, coeffs: Tensor, valid: Tensor | None = None) -> Tensor:
+        """``(B, 3F)``: per frame feature its mean, standard deviation and mean absolute change
+        between consecutive valid frames, over the valid frames (not standardised)."""
+        valid = self._check(coeffs, valid)
+        x = self._frame_features(coeffs, valid)  # (B, T, F)
+        w = valid[..., None].to(x.dtype)  # (B, T, 1)
+        n = w.sum(dim=1)  # (B, 1): at least min_frames
+        mean = (x * w).sum(dim=1) / n  # (B, F)
+        var = (((x - mean[:, None]) ** 2) * w).sum(dim=1) / n
+        pair = (valid[:, 1:] & valid[:, :-1])[..., None].to(x.dtype)  # (B, T-1, 1)
+        change = ((x[:, 1:] - x[:, :-1]).abs() * pair).sum(dim=1) / pair.sum(dim=1).clamp_min(1)
+        return torch.cat([mean, var.clamp_min(0).sqrt(), change], dim=-1)  # (B, 3F)
+
+    @torch.no_grad()
+    def set_stats(self, coeffs: Tensor, valid: Tensor | None = None) -> None:
+        """Standardise the statistics on these (training) clips ``(B, T, 58)``."""
+        if not self.config.stats:
+            raise ValueError("this style encoder has no statistics pooling")
+        s = self.statistics(coeffs, valid)
+        self.stats_mean.copy_(s.mean(dim=0))
+        self.stats_std.copy_(s.std(dim=0).clamp_min(1e-4))
 
     def forward(self, coeffs: Tensor, valid: Tensor | None = None) -> Tensor:
         """Style vectors ``(B, S)`` of unit L2 norm.
@@ -125,6 +175,9 @@ class StyleEncoder(nn.Module):
         for block in self.blocks:
             h = block(h, valid)  # (B, T, D)
         pooled = self._pool(h, valid)  # (B, D)
+        if self.config.stats:
+            z = (self.statistics(coeffs, valid) - self.stats_mean) / self.stats_std  # (B, 3F)
+            pooled = pooled + self.stats_in(z)
         return F.normalize(self.project(pooled), dim=-1)  # (B, S)
 
     def _check(self, coeffs: Tensor, valid: Tensor | None) -> Tensor:

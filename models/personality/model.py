@@ -149,7 +149,10 @@ class PersonalityModel(nn.Module):
 
     @torch.no_grad()
     def set_stats(self, coeffs: Tensor, generator: Denoiser) -> None:
-        """Standardise the graph's CNN input on these (training) persons' crops."""
+        """Standardise the style encoder's statistics (when it pools them) and the graph's
+        CNN input on these (training) persons' crops."""
+        if self.style.config.stats:
+            self.style.set_stats(coeffs)
         if self.config.cognition:
             self.graph.set_stats(cognition(generator, self.factors(coeffs), self.layout))
 

@@ -1,6 +1,7 @@
-"""Recipe: choose the live sampler's steps and guidance on the val split (never on test).
+"""Recipe: choose the live sampler's steps, guidance and feedback on the val split (never test).
 
-For every ``(steps, guidance)`` of the grid the trained generator streams ``samples`` val speaker
+For every ``(steps, guidance, feedback)`` of the grid (feedback: whether each generated window is
+fed back as the next one's previous listener frames, ``GeneratorConfig.sample_feedback``) the trained generator streams ``samples`` val speaker
 clips (``k`` reactions each, online, exactly as live) and is scored with the official REACT
 metrics against the val neighbour matrix. Each setting gets the score
 
@@ -9,7 +10,7 @@ metrics against the val neighbour matrix. Each setting gets the score
 over the grid (appropriateness up, distance down, equal weight), and settings whose FRDiv is
 below ``min_diversity`` are excluded (a sampler that always says the same thing is not
 "multiple appropriate reactions"). The winner is written into the checkpoint's config
-(``sample_steps``, ``sample_guidance``) and the whole table into its ``extra`` metadata, so
+(``sample_steps``, ``sample_guidance``, ``sample_feedback``) and the whole table into its ``extra`` metadata, so
 everything that loads the checkpoint uses it by default.
 """
 
@@ -45,6 +46,7 @@ class TuneSamplerConfig:
     """Checkpoint to tune; rewritten in place with the chosen settings."""
     steps_grid: tuple[int, ...] = (2, 4)
     guidance_grid: tuple[float, ...] = (1.0, 1.5, 2.0)
+    feedback_grid: tuple[bool, ...] = (True, False)
     samples: int = 24
     """Val samples (half listening, half the mirrored talking direction)."""
     k: int = 5
@@ -53,8 +55,11 @@ class TuneSamplerConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        if not self.steps_grid or not self.guidance_grid:
-            raise ValueError("steps_grid and guidance_grid must not be empty")
+        if not self.steps_grid or not self.guidance_grid or not self.feedback_grid:
+            raise ValueError("steps_grid, guidance_grid and feedback_grid must not be empty")
+        if any(not isinstance(f, bool) for f in self.feedback_grid):
+            raise ValueError(f"feedback_grid values must be true or false, got "
+                             f"{self.feedback_grid}")  # fmt: skip
         if min(self.steps_grid) < 1 or max(self.steps_grid) > 8:
             raise ValueError("steps_grid values must be in 1..8 (the live few-step sampler)")
         if min(self.guidance_grid) < 0 or max(self.guidance_grid) > 10:
@@ -82,24 +87,28 @@ def tune_sampler(cfg: TuneSamplerConfig, *, progress: bool = True) -> dict[str, 
     idx = list(range(first)) + list(range(half, min(half + cfg.samples - first, len(val))))
     neighbours = val.neighbours[np.ix_(idx, idx)]
     rows = []
-    for steps in cfg.steps_grid:
-        for guidance in cfg.guidance_grid:
-            predictor = GeneratorPredictor(model, k=cfg.k, steps=steps, guidance=guidance,
-                                           device=str(device))  # fmt: skip
-            got = collect(val, predictor, seed=cfg.seed, indices=idx, progress=False)
-            m = score(got, neighbours, workers=max(1, torch.get_num_threads()))
-            rows.append({"steps": steps, "guidance": guidance, "FRCorr": m["FRCorr"],
-                         "FRDist": m["FRDist"], "FRDiv": m["FRDiv"], "FRVar": m["FRVar"]})
-            if progress:
-                log.info("tune: steps %d guidance %.1f: FRCorr %.3f FRDist %.1f FRDiv %.4f",
-                         steps, guidance, m["FRCorr"], m["FRDist"], m["FRDiv"])  # fmt: skip
+    grid = [(s, g, f) for f in cfg.feedback_grid for s in cfg.steps_grid
+            for g in cfg.guidance_grid]  # fmt: skip
+    for steps, guidance, feedback in grid:
+        predictor = GeneratorPredictor(model, k=cfg.k, steps=steps, guidance=guidance,
+                                       device=str(device), feedback=feedback)  # fmt: skip
+        got = collect(val, predictor, seed=cfg.seed, indices=idx, progress=False)
+        m = score(got, neighbours, workers=max(1, torch.get_num_threads()))
+        rows.append({"steps": steps, "guidance": guidance, "feedback": feedback,
+                     "FRCorr": m["FRCorr"], "FRDist": m["FRDist"], "FRDiv": m["FRDiv"],
+                     "FRVar": m["FRVar"]})  # fmt: skip
+        if progress:
+            log.info("tune: steps %d guidance %.1f feedback %s: FRCorr %.3f FRDist %.1f "
+                     "FRDiv %.4f", steps, guidance, feedback, m["FRCorr"], m["FRDist"],
+                     m["FRDiv"])  # fmt: skip
     corr = _normalised([r["FRCorr"] for r in rows])
     dist = 1.0 - _normalised([r["FRDist"] for r in rows])
     for r, c, d in zip(rows, corr, dist, strict=True):
         r["score"] = float(c + d) if r["FRDiv"] >= cfg.min_diversity else float("-inf")
     best = max(rows, key=lambda r: r["score"])
     tuned = dataclasses.replace(model.config, sample_steps=best["steps"],
-                                sample_guidance=float(best["guidance"]))  # fmt: skip
+                                sample_guidance=float(best["guidance"]),
+                                sample_feedback=bool(best["feedback"]))  # fmt: skip
     model.config = tuned
     extra = dict(meta["extra"], sampler_tuning={"split": "val", "samples": len(idx), "k": cfg.k,
                                                 "grid": rows, "chosen": best})  # fmt: skip
@@ -108,5 +117,6 @@ def tune_sampler(cfg: TuneSamplerConfig, *, progress: bool = True) -> dict[str, 
                "seconds": round(time.perf_counter() - start, 1), "samples": len(idx),
                "config": config_json(cfg)}  # fmt: skip
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
-    log.info("tune: chose %d steps, guidance %.1f", best["steps"], best["guidance"])
+    log.info("tune: chose %d steps, guidance %.1f, feedback %s", best["steps"],
+             best["guidance"], best["feedback"])  # fmt: skip
     return summary

@@ -135,3 +135,24 @@ def test_a_resting_face_fills_the_first_previous_frames(runner) -> None:
     for bad in (np.zeros(3, "f4"), np.full(layout.DIM, np.nan, "f4")):
         with pytest.raises(ValueError, match="rest: expected 58 finite numbers"):
             runner.new_session(seed=0, rest=bad)
+
+
+def test_without_feedback_the_previous_frames_stay_the_resting_face(runner) -> None:
+    rng = np.random.default_rng(5)
+    stream = frames(rng, 3 * runner.window)
+    rest = np.concatenate([np.full(52, 0.3), np.zeros(6)]).astype("f4")
+    quiet = OnlineRunner(runner.model, runner.posnet, steps=2, feedback=False)
+    assert runner.feedback  # the config's default: generated windows are fed back
+    fed, kept, generic = (r.new_session(seed=6, rest=rest if i < 2 else None)
+                          for i, r in enumerate((runner, quiet, quiet)))  # fmt: skip
+    for s in (fed, kept, generic):
+        s.push_speaker(*(x[: runner.window] for x in stream))
+    first = [runner.step([fed])[0], *quiet.step([kept, generic])]
+    np.testing.assert_allclose(first[0], first[1], atol=1e-5)  # same start, same noise
+    assert (kept.listener == rest).all() and kept.listener_ok.all()
+    assert not generic.listener_ok.any()  # the generic listener never has previous frames
+    assert not np.allclose(fed.listener, rest)  # the fed-back session moved on
+    for s in (fed, kept):
+        s.push_speaker(*(x[runner.window: 2 * runner.window] for x in stream))
+    second_fed, second_kept = runner.step([fed])[0], quiet.step([kept])[0]
+    assert not np.allclose(second_fed, second_kept)

@@ -116,6 +116,41 @@ def test_style_needs_ten_seconds() -> None:
     assert enc(random_coeffs(gen, 1, 400)).shape == (1, 64)  # any T >= 250 is fine
 
 
+def test_statistics_pooling_grows_from_a_plain_encoder_and_ignores_invalid_frames() -> None:
+    gen = torch.Generator().manual_seed(4)
+    plain = StyleEncoder(TINY_STYLE).eval()
+    grown = plain.with_stats().eval()
+    assert grown.config.stats and not plain.config.stats
+    x = random_coeffs(gen, 3, 300)
+    torch.testing.assert_close(grown(x), plain(x))  # the new layer starts at zero
+    with pytest.raises(ValueError, match="already has statistics pooling"):
+        grown.with_stats()
+    with pytest.raises(ValueError, match="no statistics pooling"):
+        plain.set_stats(x)
+    stats = grown.statistics(x)
+    features = layout.DIM + 6
+    assert stats.shape == (3, 3 * features)
+    torch.testing.assert_close(stats[:, :layout.DIM], x.mean(dim=1))  # mean of each coefficient
+    torch.testing.assert_close(stats[:, features: features + layout.DIM], x.std(dim=1,
+                                                                               correction=0))
+    torch.testing.assert_close(stats[:, 2 * features: 2 * features + layout.DIM],
+                               (x[:, 1:] - x[:, :-1]).abs().mean(dim=1))  # fmt: skip
+    grown.set_stats(x)
+    z = (grown.statistics(x) - grown.stats_mean) / grown.stats_std
+    torch.testing.assert_close(z.mean(dim=0), torch.zeros(3 * features), atol=1e-3, rtol=0)
+    with torch.no_grad():
+        grown.stats_in.weight.normal_(0, 0.1)
+    assert not torch.allclose(grown(x), plain(x))  # now the statistics move the style
+    valid = torch.ones(3, 300, dtype=torch.bool)
+    valid[0, 100:150] = False
+    changed = x.clone()
+    changed[0, 100:150] = float("nan")
+    assert torch.equal(grown(x, valid), grown(changed, valid))
+    tail = torch.ones(1, 300, dtype=torch.bool)
+    tail[:, 260:] = False
+    torch.testing.assert_close(grown(x[:1], tail), grown(x[:1, :260]), rtol=0, atol=1e-6)
+
+
 def test_info_nce_prefers_aligned_pairs_and_counts_all_positives() -> None:
     gen = torch.Generator().manual_seed(4)
     a = nn.functional.normalize(torch.randn(8, 16, generator=gen), dim=-1)
@@ -374,3 +409,20 @@ def test_enrolment_drives_the_real_denoiser() -> None:
         shifted = den(*args, shifts=to_shifts(stack([enrol(enc, hyper, x) for x in clips])))
     assert not torch.allclose(shifted, generic)
     assert not torch.allclose(shifted[0], shifted[1])  # same input, two listeners, two outputs
+
+
+def test_a_generator_fingerprint_ignores_the_sampler_defaults() -> None:
+    from models.generator.config import tiny_config
+    from models.generator.denoiser import Denoiser
+
+    model = Denoiser(tiny_config())
+    before = model_hash(model)
+    model.config = dataclasses.replace(model.config, sample_steps=2, sample_guidance=2.0,
+                                       sample_feedback=False)  # fmt: skip
+    assert model_hash(model) == before  # retuning the live sampler keeps the identity
+    model.config = dataclasses.replace(model.config, pose_weight=2.0)
+    assert model_hash(model) != before  # any other field is part of it
+    with torch.no_grad():
+        model.config = tiny_config()
+        next(model.parameters()).add_(1e-3)
+    assert model_hash(model) != before  # and so is every weight

@@ -169,12 +169,15 @@ def test_sampler_tuning_writes_the_choice_into_the_checkpoint(world: Path, runs:
                                              generator=path, steps_grid=(1, 2),
                                              guidance_grid=(1.0, 2.0), samples=2, k=2,
                                              device="cpu"), progress=False)  # fmt: skip
-    assert len(summary["grid"]) == 4
+    assert len(summary["grid"]) == 8  # 2 steps x 2 guidance x feedback on/off
+    assert {(r["steps"], r["guidance"], r["feedback"]) for r in summary["grid"]} == {
+        (s, g, f) for s in (1, 2) for g in (1.0, 2.0) for f in (True, False)}
     chosen = summary["chosen"]
     assert chosen["score"] == max(r["score"] for r in summary["grid"])
     model, meta = load_generator(path)
     assert model.config.sample_steps == chosen["steps"]
     assert model.config.sample_guidance == chosen["guidance"]
+    assert model.config.sample_feedback == chosen["feedback"]
     assert meta["extra"]["sampler_tuning"]["chosen"] == chosen
     before, _ = load_generator(runs["base"] / "gen/generator.safetensors")
     for (name, a), (_, b) in zip(before.state_dict().items(), model.state_dict().items(),
@@ -182,3 +185,5 @@ def test_sampler_tuning_writes_the_choice_into_the_checkpoint(world: Path, runs:
         assert torch.equal(a, b), name  # weights untouched
     with pytest.raises(ValueError, match="steps_grid"):
         TuneSamplerConfig(data_root=world, out_dir=tmp_path, generator=path, steps_grid=(20,))
+    with pytest.raises(ValueError, match="feedback_grid"):
+        TuneSamplerConfig(data_root=world, out_dir=tmp_path, generator=path, feedback_grid=())
