@@ -194,6 +194,16 @@ def install_personality(summary: dict[str, Any], command: str) -> None:
     record_path.write_text(json.dumps(record, indent=2, default=float) + "\n")
 
 
+def install_tune(summary: dict[str, Any], command: str) -> None:
+    """Record a retuning of the bundled generator's sampler in ``training.json``."""
+    record_path = DEFAULT_WEIGHTS / "training.json"
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    record["sampler"], record["sampler_grid"] = summary["chosen"], summary["grid"]
+    record["sampler_retuned"] = {"command": command, "seconds": summary["seconds"],
+                                 "samples": summary["samples"]}  # fmt: skip
+    record_path.write_text(json.dumps(record, indent=2, default=float) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -226,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
         if name in ("default", "personality"):
             p.add_argument("--install", action="store_true",
                            help="copy the results into models/weights (the bundled weights)")
+        if name == "tune":
+            p.add_argument("--install", action="store_true",
+                           help="retune the bundled generator (models/weights) in place and "
+                                "record the choice in its training.json")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
@@ -248,11 +262,19 @@ def main(argv: list[str] | None = None) -> int:
                                   progress=not args.quiet, overrides=overrides)  # fmt: skip
         else:
             values.update(data_root=args.data, out_dir=args.out)
+            if args.recipe == "tune" and args.install:
+                bundled = DEFAULT_WEIGHTS / "generator.safetensors"
+                given = values.setdefault("generator", str(bundled))
+                if Path(given).resolve() != bundled.resolve():
+                    raise ValueError(f"tune --install retunes the bundled generator {bundled}; "
+                                     f"got --generator {given}")  # fmt: skip
             cfg = build_config(args.recipe, values)
             summary = RECIPES[args.recipe][1](cfg, progress=not args.quiet)
+            words = sys.argv[1:] if argv is None else argv
             if args.recipe == "personality" and args.install:
-                words = sys.argv[1:] if argv is None else argv
                 install_personality(summary, "rapport train " + " ".join(words))
+            if args.recipe == "tune" and args.install:
+                install_tune(summary, "rapport train " + " ".join(words))
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         log.error("%s", err)
         return 2

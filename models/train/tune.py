@@ -1,17 +1,18 @@
 """Recipe: choose the live sampler's steps, guidance and feedback on the val split (never test).
 
-For every ``(steps, guidance, feedback)`` of the grid (feedback: whether each generated window is
-fed back as the next one's previous listener frames, ``GeneratorConfig.sample_feedback``) the trained generator streams ``samples`` val speaker
-clips (``k`` reactions each, online, exactly as live) and is scored with the official REACT
-metrics against the val neighbour matrix. Each setting gets the score
+For every ``(steps, guidance, feedback)`` of the grid (feedback: whether each generated window
+is fed back as the next one's previous listener frames, ``GeneratorConfig.sample_feedback``)
+the trained generator streams ``samples`` val speaker clips (``k`` reactions each, online,
+exactly as live) and is scored with the official REACT metrics against the val neighbour
+matrix. Each setting gets the score
 
     (FRCorr − min FRCorr) / (max − min) + (max FRDist − FRDist) / (max − min)
 
 over the grid (appropriateness up, distance down, equal weight), and settings whose FRDiv is
 below ``min_diversity`` are excluded (a sampler that always says the same thing is not
 "multiple appropriate reactions"). The winner is written into the checkpoint's config
-(``sample_steps``, ``sample_guidance``, ``sample_feedback``) and the whole table into its ``extra`` metadata, so
-everything that loads the checkpoint uses it by default.
+(``sample_steps``, ``sample_guidance``, ``sample_feedback``) and the whole table into its
+``extra`` metadata, so everything that loads the checkpoint uses it by default.
 """
 
 from __future__ import annotations

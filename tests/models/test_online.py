@@ -137,22 +137,65 @@ def test_a_resting_face_fills_the_first_previous_frames(runner) -> None:
             runner.new_session(seed=0, rest=bad)
 
 
-def test_without_feedback_the_previous_frames_stay_the_resting_face(runner) -> None:
+def test_without_feedback_no_window_sees_previous_frames_and_rest_anchors_the_level(
+        runner) -> None:  # fmt: skip
+    from models.generator.online import LEVEL_SECONDS
+
     rng = np.random.default_rng(5)
-    stream = frames(rng, 3 * runner.window)
-    rest = np.concatenate([np.full(52, 0.3), np.zeros(6)]).astype("f4")
-    quiet = OnlineRunner(runner.model, runner.posnet, steps=2, feedback=False)
-    assert runner.feedback  # the config's default: generated windows are fed back
-    fed, kept, generic = (r.new_session(seed=6, rest=rest if i < 2 else None)
-                          for i, r in enumerate((runner, quiet, quiet)))  # fmt: skip
-    for s in (fed, kept, generic):
-        s.push_speaker(*(x[: runner.window] for x in stream))
-    first = [runner.step([fed])[0], *quiet.step([kept, generic])]
-    np.testing.assert_allclose(first[0], first[1], atol=1e-5)  # same start, same noise
-    assert (kept.listener == rest).all() and kept.listener_ok.all()
-    assert not generic.listener_ok.any()  # the generic listener never has previous frames
-    assert not np.allclose(fed.listener, rest)  # the fed-back session moved on
-    for s in (fed, kept):
-        s.push_speaker(*(x[runner.window: 2 * runner.window] for x in stream))
-    second_fed, second_kept = runner.step([fed])[0], quiet.step([kept])[0]
-    assert not np.allclose(second_fed, second_kept)
+    w = runner.window
+    stream = frames(rng, 3 * w)
+    rest = np.concatenate([np.full(52, 0.3), [0.1, -0.2, 0.05, 0.02, -0.01, 0.1]]).astype("f4")
+    quiet = OnlineRunner(runner.model, None, steps=2, feedback=False, ease_frames=0)
+    assert runner.feedback and not quiet.feedback  # the config's default is feedback on
+    kept, generic = quiet.new_session(seed=6, rest=rest), quiet.new_session(seed=6)
+    pose = layout.POSE
+    level = None
+    for i in range(3):
+        for s in (kept, generic):
+            s.push_speaker(*(x[i * w: (i + 1) * w] for x in stream))
+        anchored, plain = quiet.step([kept, generic])
+        assert not kept.listener_ok.any() and not generic.listener_ok.any()
+        mean = plain.mean(axis=0)
+        level = mean if level is None else level
+        # the same noise and speaker: the enrolled window is the generic one, shifted
+        np.testing.assert_allclose(anchored[:, pose] - plain[:, pose],
+                                   np.broadcast_to((rest - level)[pose], (w, 6)), atol=1e-5)
+        shifted = np.clip(plain[:, :52] + (rest - level)[:52], 0, 1)
+        np.testing.assert_allclose(anchored[:, :52], shifted, atol=1e-5)
+        rate = 1 - np.exp(-w / (LEVEL_SECONDS * layout.FPS))
+        level = level + rate * (mean - level)
+        np.testing.assert_allclose(kept.level, level, atol=1e-6)
+    # with feedback the resting face fills the previous frames and the output is fed back
+    fed = runner.new_session(seed=6, rest=rest)
+    assert fed.listener_ok.all() and (fed.listener == rest).all()
+    fed.push_speaker(*(x[:w] for x in stream))
+    runner.step([fed])
+    assert not np.allclose(fed.listener[-w:], rest) and fed.level is None
+
+
+def test_seam_easing_fades_the_expression_step_and_leaves_the_pose() -> None:
+    torch.manual_seed(1)
+    model = Denoiser(tiny_config())
+    eased, plain = (OnlineRunner(model, None, steps=2, ease_frames=m) for m in (4, 0))
+    w = plain.window
+    stream = frames(np.random.default_rng(8), 2 * w)
+    out = {}
+    for name, r in (("eased", eased), ("plain", plain)):
+        s = r.new_session(seed=3)
+        out[name] = []
+        for i in range(2):
+            s.push_speaker(*(x[i * w: (i + 1) * w] for x in stream))
+            out[name].append(r.step([s])[0])
+    np.testing.assert_array_equal(out["eased"][0], out["plain"][0])  # nothing to join yet
+    first, a, b = out["plain"][0], out["eased"][1], out["plain"][1]
+    expr = layout.EXPRESSION
+    step = first[-1, expr] - b[0, expr]
+    fade = 1 - np.arange(1, 5) / 5
+    np.testing.assert_allclose(a[:4, expr], np.clip(b[:4, expr] + fade[:, None] * step, 0, 1),
+                               atol=1e-6)  # fmt: skip
+    np.testing.assert_array_equal(a[4:], b[4:])
+    np.testing.assert_array_equal(a[:, layout.POSE], b[:, layout.POSE])
+    seam = lambda x: np.abs(x[0, expr] - first[-1, expr]).mean()  # noqa: E731
+    assert seam(a) < 0.25 * seam(b)
+    with pytest.raises(ValueError, match="ease_frames"):
+        OnlineRunner(model, None, ease_frames=w)

@@ -187,3 +187,29 @@ def test_sampler_tuning_writes_the_choice_into_the_checkpoint(world: Path, runs:
         TuneSamplerConfig(data_root=world, out_dir=tmp_path, generator=path, steps_grid=(20,))
     with pytest.raises(ValueError, match="feedback_grid"):
         TuneSamplerConfig(data_root=world, out_dir=tmp_path, generator=path, feedback_grid=())
+
+
+def test_tune_install_retunes_the_bundled_generator_and_records_it(world: Path, runs: dict,
+                                                                   tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    import json
+    import shutil
+
+    import models.train.__main__ as cli
+
+    bundled = tmp_path / "weights"
+    bundled.mkdir()
+    shutil.copyfile(runs["base"] / "gen/generator.safetensors", bundled / "generator.safetensors")
+    (bundled / "training.json").write_text(json.dumps({"seed": 0, "sampler": {"steps": 4}}))
+    monkeypatch.setattr(cli, "DEFAULT_WEIGHTS", bundled)
+    common = ["tune", "--data", str(world), "--out", str(tmp_path / "tune"), "--device", "cpu",
+              "--set", "steps_grid=[1]", "--set", "guidance_grid=[1.0]", "--set", "samples=2",
+              "--set", "k=2", "-q"]  # fmt: skip
+    assert cli.main([*common, "--install", "--generator", str(tmp_path / "other.safetensors")]
+                    ) == 2  # only the bundled generator is retuned in place
+    assert cli.main([*common, "--install"]) == 0
+    record = json.loads((bundled / "training.json").read_text())
+    assert record["seed"] == 0 and len(record["sampler_grid"]) == 2  # feedback on and off
+    assert record["sampler_retuned"]["command"].startswith("rapport train tune")
+    model, _ = load_generator(bundled / "generator.safetensors")
+    assert model.config.sample_feedback == record["sampler"]["feedback"]
