@@ -66,8 +66,12 @@ bench: setup
 	$(PY) benchmarks/generator_speed.py --out benchmarks/results
 
 # The default synthetic world and the baseline table of the README.
-world: setup
+# Written once and rewritten only when the world's code changes (jobs may be reading it).
+WORLD_STAMP := .cache/world-default/.stamp
+world: setup $(WORLD_STAMP)
+$(WORLD_STAMP): $(wildcard models/data/world/*.py) | setup
 	$(VENV)/bin/rapport world make --out .cache/world-default --overwrite
+	touch $@
 
 eval-baselines: world
 	$(VENV)/bin/rapport eval --data .cache/world-default --split test --model baselines --k 10 \

@@ -16,7 +16,10 @@ Every model is scored in one run, side by side with the naive baselines, on the 
   samples, where the model reacts as the world's listener to its speaker (the product's use; the
   mirrored half asks for the talking partner's face from the quiet one's);
 - **smoothness**: the pose's seam/inside velocity ratio of the generic stream without and with
-  PosNet (:func:`models.metrics.smoothness.seam_jumps`).
+  PosNet (:func:`models.metrics.smoothness.seam_jumps`), and the expression's
+  (:func:`models.metrics.smoothness.expression_seam_velocity`);
+- **feedback**: the generic generator with feedback on (each window fed back as the next one's
+  previous frames) beside the checkpoint's default, when that default is off.
 
 The official metric scale is kept (FRCorr, FRDist summed over the K predictions). Prints a table
 and writes ``benchmarks/results/generator_quality.json``.
@@ -41,7 +44,7 @@ from models.data.dataset import ReactDataset, Sample
 from models.evaluation import collect, score
 from models.generator.checkpoint import load_generator
 from models.generator.predict import GeneratorPredictor
-from models.metrics.smoothness import seam_jumps
+from models.metrics.smoothness import expression_seam_velocity, seam_jumps
 from models.personal.checkpoint import load_personal
 from models.personal.enrolment import Enrolment, enrol
 from models.posnet.model import load_posnet
@@ -106,6 +109,9 @@ def main() -> None:
             predictors[name] = Baseline(name, train, base_cfg).predict
     predictors["generic"] = GeneratorPredictor(model, None, k=args.k)
     predictors["generic + PosNet"] = GeneratorPredictor(model, posnet, k=args.k)
+    if not model.config.sample_feedback:
+        predictors["generic + PosNet, feedback on"] = GeneratorPredictor(model, posnet, k=args.k,
+                                                                         feedback=True)
     predictors["personalised + PosNet"] = GeneratorPredictor(
         model, posnet, k=args.k, shifts_for=shifts_for, rest_for=rest_for)
     own_only = {  # the parts of the enrolment alone, scored on own-listener neighbours only
@@ -137,14 +143,21 @@ def main() -> None:
                 for k, v in collected[name].items()}  # fmt: skip
         results["own_listener_listening"][name] = score(
             half, own[np.ix_(listening, listening)], workers=args.workers)
-    for name in ("generic", "generic + PosNet", "personalised + PosNet"):
-        results["smoothness"][name] = seam_jumps(collected[name]["predictions"],
-                                                 model.config.window)["pose"]  # fmt: skip
+    for name in ("generic", "generic + PosNet", "generic + PosNet, feedback on",
+                 "personalised + PosNet"):
+        if name in collected:
+            preds = collected[name]["predictions"]
+            results["smoothness"][name] = {
+                **seam_jumps(preds, model.config.window)["pose"],
+                "expression": expression_seam_velocity(preds, model.config.window)}
     raw, smooth = (results["smoothness"][k]["velocity_seam"] for k in ("generic",
                                                                         "generic + PosNet"))
     results["smoothness"]["seam_jump_cut"] = raw / smooth
     results["meta"] = {"samples": n, "k": args.k, "world": args.world, "seed": args.seed,
                        "generator_extra": {k: meta["extra"].get(k) for k in ("step", "seed")},
+                       "sampler": {"steps": model.config.sample_steps,
+                                   "guidance": model.config.sample_guidance,
+                                   "feedback": model.config.sample_feedback},
                        "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
     print("\nofficial neighbours (REACT protocol):")
     print(table(results["official"]))
@@ -159,6 +172,10 @@ def main() -> None:
           f"{s['generic + PosNet']['velocity_seam']:.4f} ({s['seam_jump_cut']:.1f}x cut); "
           f"seam/inside ratio {s['generic']['velocity_ratio']:.2f} -> "
           f"{s['generic + PosNet']['velocity_ratio']:.2f}")  # fmt: skip
+    for name, r in s.items():
+        if isinstance(r, dict):
+            print(f"{name}: expression seam/inside velocity ratio "
+                  f"{r['expression']['velocity_ratio']:.2f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2, default=float) + "\n")
     print(f"wrote {args.out}")

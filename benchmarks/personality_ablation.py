@@ -11,12 +11,13 @@ prediction over one centred 10-s crop of each of their clips) and per clip. Vari
 - ``vector-gcn`` (V4): vector nodes (each node matrix flattened) and a standard GCN, no edges;
 - ``matrix-no-edges``: matrix nodes and 2D message passing without edge matrices;
 - ``full`` (V9): matrix nodes, matrix edges, the 2D-GNN of Eq. 9;
-- with ``--extra``: ``full`` without the reconstruction loss (trait loss only) and ``full``
-  with the enrolment path frozen (no end-to-end training).
+- with ``--extra``: ``full`` without the reconstruction loss (trait loss only), ``full``
+  with the enrolment path frozen (no end-to-end training), and V1 and ``full`` with the style
+  encoder copy as bundled (no statistics pooling, ``style_stats=False``).
 
 Writes ``benchmarks/results/personality_ablation.json`` and prints a markdown table.
 
-Usage: python benchmarks/personality_ablation.py --world .cache/world-default [--steps 600]
+Usage: python benchmarks/personality_ablation.py --world .cache/world-default [--steps 300]
        [--extra] [--only "NAME;NAME"] [--out FILE]
 """
 
@@ -44,6 +45,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
 EXTRA: dict[str, dict[str, Any]] = {
     "full, trait loss only": {"variant": "full", "rec_weight": 0.0},
     "full, enrolment path frozen": {"variant": "full", "lr_personal": 0.0},
+    "V1 direct, no statistics pooling": {"variant": "direct", "style_stats": False},
+    "full, no statistics pooling": {"variant": "full", "style_stats": False},
 }
 SHORT = {"openness": "O", "conscientiousness": "C", "extraversion": "E", "agreeableness": "A",
          "neuroticism": "N"}  # fmt: skip
@@ -72,7 +75,7 @@ def main() -> None:
     parser.add_argument("--world", default=str(ROOT / ".cache/world-default"))
     parser.add_argument("--runs", default=str(ROOT / ".cache/runs/personality-ablation"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/personality_ablation.json"))
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=TrainPersonalityConfig.steps)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--extra", action="store_true", help="also the two end-to-end ablations")

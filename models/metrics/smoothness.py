@@ -102,3 +102,19 @@ def seam_jumps(seq: np.ndarray, window: int, *, offset: int = 0) -> dict[str, di
                 row[diff_name + suffix] = float(values.mean()) if values.size else float("nan")
             row[diff_name + "_ratio"] = _ratio(row[diff_name + "_seam"], row[diff_name + "_inside"])
     return out
+
+
+def expression_seam_velocity(seq: np.ndarray, window: int, *, offset: int = 0
+                             ) -> dict[str, float]:  # fmt: skip
+    """The expression counterpart of :func:`seam_jumps`' velocity: mean absolute frame-to-frame
+    change of the 52 blendshapes at seams (``velocity_seam``) and inside windows
+    (``velocity_inside``), and their ratio. ``seq`` is ``(..., T, 58)`` coefficients."""
+    arr = np.asarray(seq, dtype=np.float64)
+    if arr.ndim < 2 or arr.shape[-1] != layout.DIM:
+        raise ValueError(f"expected (..., T, {layout.DIM}) coefficients, got shape {arr.shape}")
+    step = np.abs(np.diff(arr[..., layout.EXPRESSION], axis=-2)).mean(axis=-1)  # (..., T-1)
+    mask = seam_mask(arr.shape[-2], window, 1, offset)
+    seam = float(step[..., mask].mean()) if mask.any() else float("nan")
+    inside = float(step[..., ~mask].mean()) if (~mask).any() else float("nan")
+    return {"velocity_seam": seam, "velocity_inside": inside,
+            "velocity_ratio": _ratio(seam, inside)}  # fmt: skip

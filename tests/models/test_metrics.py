@@ -281,6 +281,21 @@ def test_seam_ratios_linear_ramps_vs_smooth_sine() -> None:
             assert 0.9 < smooth[group][f"{name}_ratio"] < 1.1, (group, name)
 
 
+def test_expression_seam_velocity_on_a_piecewise_constant_stream() -> None:
+    frames, window, jump = 100, 25, 0.1
+    x = np.zeros((2, frames, 58))
+    x[..., :52] = np.repeat(np.arange(frames // window) * jump, window)[None, :, None]
+    x[..., 52:] = 5.0 * np.arange(frames)[None, :, None]  # pose moves a lot: not counted
+    out = smoothness.expression_seam_velocity(x, window)
+    assert out["velocity_seam"] == pytest.approx(jump)
+    assert out["velocity_inside"] == 0 and out["velocity_ratio"] == np.inf
+    t = np.arange(frames)
+    x[..., :52] = 0.5 + 0.4 * np.sin(2 * np.pi * t / 37)[None, :, None]
+    assert 0.8 < smoothness.expression_seam_velocity(x, window)["velocity_ratio"] < 1.2
+    with pytest.raises(ValueError, match="coefficients"):
+        smoothness.expression_seam_velocity(x[..., :6], window)
+
+
 # --- personality -----------------------------------------------------------------------------
 
 

@@ -48,6 +48,7 @@ def test_defaults_load_with_their_tuned_sampler(models) -> None:  # noqa: ANN001
     report = json.loads((WEIGHTS_DIR / "training.json").read_text())
     assert cfg.sample_steps == report["sampler"]["steps"]
     assert cfg.sample_guidance == report["sampler"]["guidance"]
+    assert cfg.sample_feedback == report["sampler"].get("feedback", True)
     assert set(models.hyper.targets) == set(models.generator.shift_targets())
     assert models.posnet.config.window == cfg.window
     assert not torch.allclose(models.generator.face_std, torch.ones(layout.DIM))
