@@ -64,6 +64,7 @@ lint: venv
 bench: setup
 	$(PY) benchmarks/perception.py --out benchmarks/results
 	$(PY) benchmarks/generator_speed.py --out benchmarks/results
+	$(PY) benchmarks/personality_speed.py --out benchmarks/results
 
 # The default synthetic world and the baseline table of the README.
 # Written once and rewritten only when the world's code changes (jobs may be reading it).

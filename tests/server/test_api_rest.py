@@ -319,8 +319,11 @@ def test_stream_with_an_enrolled_listener_uses_its_shifts(client, enrolled) -> N
             assert torch.equal(shifts[name][0].cpu(), a) and torch.equal(shifts[name][1].cpu(), b)
         assert any(float(a.abs().sum()) > 0 for a, _ in shifts.values())
         online = sessions[started["session_id"]].online  # no media yet: still the start state
-        assert online.t == 0 and online.listener_ok.all()
-        assert (online.listener == stored.rest.numpy()).all()  # starts from the resting face
+        assert online.t == 0 and (online.rest == stored.rest.numpy()).all()
+        if engine.models.generator.config.sample_feedback:  # rest fills the previous frames
+            assert online.listener_ok.all() and (online.listener == stored.rest.numpy()).all()
+        else:  # no previous frames are seen: the resting face anchors the level instead
+            assert not online.listener_ok.any() and online.level is None
         assert sessions[plain["session_id"]].online.shifts is None
         assert not sessions[plain["session_id"]].online.listener_ok.any()
         personal.ping()
