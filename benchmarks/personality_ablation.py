@@ -78,7 +78,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=TrainPersonalityConfig.steps)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--extra", action="store_true", help="also the two end-to-end ablations")
+    parser.add_argument("--extra", action="store_true",
+                        help="also the end-to-end and no-statistics-pooling rows")
     parser.add_argument("--only", help="variant names (as in the table) to run, separated by ;")
     args = parser.parse_args()
     torch.set_num_threads(1)

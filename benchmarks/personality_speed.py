@@ -95,6 +95,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results"))
     args = ap.parse_args()
+    if min(args.repeats, args.end_to_end, args.threads) < 1 or args.seconds <= 0:
+        ap.error("--repeats, --end-to-end and --threads must be at least 1, --seconds positive")
+    if not Path(args.clip).is_file():
+        ap.error(f"--clip {args.clip}: no such file (make setup fetches the test media)")
     torch.set_num_threads(args.threads)
     models = load_default("cpu")
     if models.personality is None:
