@@ -4,12 +4,12 @@ Every model is scored in one run, side by side with the naive baselines, on the 
 
 - **official neighbours** (``neighbour_emotion_test.npy``: the other listeners' reactions to the
   same script count as appropriate): random, mime, mean, nearest, the generic generator with and
-  without PosNet, and the personalised generator (+ PosNet: the enrolment's shifts and resting
-  face);
+  without PosNet, and the personalised generator (+ PosNet: the enrolment's shifts, resting
+  face and expressivity gain);
 - **own-listener neighbours** (the person-specific set: the only appropriate reaction is the
   listener's own, as each script is heard once by each listener): generic vs personalised, and
-  the enrolment's two parts alone (shifts only, resting face only), all directions and the
-  listening direction alone. Test
+  the enrolment's parts alone (shifts only, resting face only, resting face + expressivity
+  gain), all directions and the listening direction alone. Test
   listeners are never seen in training; each is enrolled from a random 10-s crop of *another* of
   its clips;
 - **listening direction**: the official scores restricted to the non-mirrored half of the
@@ -100,6 +100,7 @@ def main() -> None:
     enrolment_of = enrolments(test, weights / "personal.safetensors", args.seed)
     shifts_for = lambda s: enrolment_of(s).factors  # noqa: E731
     rest_for = lambda s: enrolment_of(s).rest  # noqa: E731
+    spread_for = lambda s: enrolment_of(s).spread  # noqa: E731
 
     predictors: dict[str, object] = {}
     if not args.skip_baselines:
@@ -113,12 +114,14 @@ def main() -> None:
         predictors["generic + PosNet, feedback on"] = GeneratorPredictor(model, posnet, k=args.k,
                                                                          feedback=True)
     predictors["personalised + PosNet"] = GeneratorPredictor(
-        model, posnet, k=args.k, shifts_for=shifts_for, rest_for=rest_for)
+        model, posnet, k=args.k, shifts_for=shifts_for, rest_for=rest_for, spread_for=spread_for)
     own_only = {  # the parts of the enrolment alone, scored on own-listener neighbours only
         "shifts only + PosNet": GeneratorPredictor(model, posnet, k=args.k,
                                                    shifts_for=shifts_for),
         "resting face only + PosNet": GeneratorPredictor(model, posnet, k=args.k,
                                                          rest_for=rest_for),
+        "resting face + expressivity + PosNet": GeneratorPredictor(
+            model, posnet, k=args.k, rest_for=rest_for, spread_for=spread_for),
     }  # fmt: skip
     start = time.perf_counter()
     results: dict[str, dict] = {"official": {}, "listening": {}, "own_listener": {},

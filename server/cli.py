@@ -136,7 +136,8 @@ def _generator_predictor(spec: str, k: int, split, personalised: bool, seed: int
 
     return GeneratorPredictor(model, posnet, k=k, device=str(device),
                               shifts_for=lambda s: enrolment_of(s).factors,
-                              rest_for=lambda s: enrolment_of(s).rest)  # fmt: skip
+                              rest_for=lambda s: enrolment_of(s).rest,
+                              spread_for=lambda s: enrolment_of(s).spread)  # fmt: skip
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ the builder functions :func:`default_config` and :func:`tiny_config`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -26,9 +27,10 @@ class GeneratorConfig:
     """Every size of the generator. Frame counts are at 25 fps."""
 
     hash_exclude: ClassVar[tuple[str, ...]] = ("sample_steps", "sample_guidance",
-                                               "sample_feedback")  # fmt: skip
-    """Live-sampler defaults, not part of the model: the fingerprint of a generator
-    (``models.personal.enrolment.model_hash``) does not change when they are retuned."""
+                                               "sample_feedback", "expression_spread")  # fmt: skip
+    """Live-sampler defaults and the population's expression spread, not part of the model: the
+    fingerprint of a generator (``models.personal.enrolment.model_hash``) does not change when
+    they are retuned or measured."""
 
     window: int = 8
     """W: listener frames generated per window (320 ms)."""
@@ -66,6 +68,11 @@ class GeneratorConfig:
     (none for the generic listener), so a window never conditions on the generator's own
     output; the tuning stage chooses on the val split (a generator trained on real previous
     frames can drift on its own ones: exposure bias)."""
+    expression_spread: float | None = None
+    """The training population's expression spread (``models.personal.enrolment.
+    expression_spread`` over every train clip; ``rapport train spread`` measures it). An
+    enrolled listener's reaction is scaled by their own spread relative to it
+    (``models.generator.online.EXPRESSIVITY_POWER``); ``None``: no scaling."""
     schedule_offset: float = 0.008
     """``s`` of the cosine schedule (Nichol & Dhariwal 2021)."""
     shift_rank: int = 4
@@ -97,6 +104,11 @@ class GeneratorConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if not 0.0 <= self.sample_guidance <= 10.0:
             raise ValueError(f"sample_guidance must be in [0, 10], got {self.sample_guidance}")
+        if self.expression_spread is not None and not (
+                isinstance(self.expression_spread, int | float)
+                and math.isfinite(self.expression_spread) and self.expression_spread > 0):
+            raise ValueError(f"expression_spread must be a positive number or null, got "
+                             f"{self.expression_spread!r}")  # fmt: skip
         if self.sample_steps > self.diffusion_steps:
             raise ValueError("sample_steps cannot exceed diffusion_steps")
         unknown = [k for k in self.shift_layers if k not in SHIFT_LAYER_KINDS]

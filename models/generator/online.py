@@ -35,6 +35,20 @@ Also tried on val (112 samples, K = 5, own-listener FRCorr / FRDist; generic 0.2
 EMA 0.321 / 39.7, a cumulative mean 0.316 / 39.1, a constant offset from the train persons' mean
 resting face 0.295 / 41.7 (half of it 0.312 / 40.0)."""
 
+EXPRESSIVITY_POWER = 0.75
+"""Without feedback an enrolled listener's expression is also scaled about the level, by
+``gain = (spread / population spread) ** EXPRESSIVITY_POWER`` clipped to
+:data:`EXPRESSIVITY_RANGE` (spread: ``models.personal.enrolment.expression_spread`` of the
+enrolment clip; population: ``GeneratorConfig.expression_spread``, ``rapport train spread``): a
+person who moves more than the training population reacts with larger amplitudes (the world's
+listeners differ 3× in expressivity). On the val split (112 samples, K = 5, own-listener FRCorr
+/ FRDist; generic 0.297 / 43.0; level anchoring and shifts without a gain 0.321 / 39.7): power
+0.75 0.321 / 38.4, 1.0 0.319 / 38.3, 1.5 0.315 / 38.5 (gains 0.5 to 1.47, median 1.01, at 0.75).
+One gain for all 52 blendshapes beat one gain per blendshape in an earlier probe (10 s of a
+person give a noisy spread per coefficient: FRDist 42.5 against 40.1 at power 1)."""
+EXPRESSIVITY_RANGE = (0.5, 2.0)
+"""Bounds of the expressivity gain (:data:`EXPRESSIVITY_POWER`)."""
+
 
 EASE_FRAMES = 4
 """Expression seam easing: the step between the last frame sent and a new window's first frame
@@ -74,6 +88,8 @@ class Session:
     pose_valid: bool = False
     rest: np.ndarray | None = None
     """The enrolled listener's resting face ``(58,)``; ``None`` for the generic listener."""
+    gain: float = 1.0
+    """Expressivity gain of an enrolled listener's expression (:data:`EXPRESSIVITY_POWER`)."""
     last: np.ndarray | None = None
     """The last frame ``(58,)`` sent, for the seam easing (:data:`EASE_FRAMES`)."""
     level: np.ndarray | None = None
@@ -157,7 +173,8 @@ class OnlineRunner:
         self._targets = model.shift_targets()
 
     def new_session(self, *, seed: int, shifts: dict[str, tuple[Tensor, Tensor]] | None = None,
-                    rest: Tensor | np.ndarray | None = None) -> Session:  # fmt: skip
+                    rest: Tensor | np.ndarray | None = None,
+                    spread: float | None = None) -> Session:  # fmt: skip
         """A session for the generic listener (``shifts=None``, ``rest=None``) or an enrolled
         one. ``rest (58,)``, the listener's resting face from the enrolment, fills the previous
         frames the first window is conditioned on, so the reaction starts in the listener's own
@@ -165,7 +182,11 @@ class OnlineRunner:
         (``sample_feedback`` off) no window sees previous frames; the resting face then anchors
         the level instead: each window is shifted by ``rest − level``, where ``level`` is the
         running average of the session's generated frames (:data:`LEVEL_SECONDS`), so the
-        reaction moves like the generic one around this person's own resting face."""
+        reaction moves like the generic one around this person's own resting face. ``spread``,
+        the enrolment clip's expression spread, then also scales the expression about that
+        level by the person's expressivity (:data:`EXPRESSIVITY_POWER`; only with ``rest``,
+        without feedback and when the generator knows its population's spread)."""
+        gain = self._gain(spread)
         if rest is not None:
             rest = np.asarray(rest.cpu() if isinstance(rest, Tensor) else rest, np.float32)
             if rest.shape != (layout.DIM,) or not np.isfinite(rest).all():
@@ -178,11 +199,25 @@ class OnlineRunner:
                 if (a.shape[0], b.shape[1]) != self._targets[name] or a.shape[1] != b.shape[0]:
                     raise ValueError(f"shift {name!r}: {tuple(a.shape)} @ {tuple(b.shape)} does "
                                      f"not fit {self._targets[name]}")  # fmt: skip
-        session = Session(self.context, self.prev, self.window, seed, shifts, rest=rest)
+        session = Session(self.context, self.prev, self.window, seed, shifts, rest=rest,
+                          gain=gain if rest is not None and not self.feedback else 1.0)
         if rest is not None and self.feedback:
             session.listener[:] = rest  # (P, 58): the resting face in every previous frame
             session.listener_ok[:] = True
         return session
+
+    def _gain(self, spread: float | None) -> float:
+        """The expressivity gain for an enrolment's expression spread (1 without one)."""
+        if spread is None:
+            return 1.0
+        if isinstance(spread, bool) or not isinstance(spread, int | float | np.floating) \
+                or not np.isfinite(spread) or spread < 0:
+            raise ValueError(f"spread: expected a finite non-negative number, got {spread!r}")
+        population = self.model.config.expression_spread
+        if population is None:
+            return 1.0
+        lo, hi = EXPRESSIVITY_RANGE
+        return float(np.clip((float(spread) / population) ** EXPRESSIVITY_POWER, lo, hi))
 
     def _batch_shifts(self, sessions: list[Session]) -> Shifts | None:
         if all(s.shifts is None for s in sessions):
@@ -240,7 +275,8 @@ class OnlineRunner:
         return out
 
     def _anchor(self, sessions: list[Session], windows: Tensor) -> Tensor:
-        """Without feedback: shift enrolled sessions' windows to their resting level."""
+        """Without feedback: shift enrolled sessions' windows to their resting level and scale
+        their expression about it by the session's expressivity gain."""
         if all(s.rest is None for s in sessions):
             return windows
         rate = 1.0 - float(np.exp(-self.window / (LEVEL_SECONDS * layout.FPS)))
@@ -252,6 +288,10 @@ class OnlineRunner:
             level = mean if s.level is None else s.level
             offset = torch.from_numpy(s.rest - level).to(out.device, out.dtype)
             out[i] = out[i] + offset
+            if s.gain != 1.0:  # rest + gain · (window − level) on the blendshapes
+                expr = layout.EXPRESSION
+                base = torch.from_numpy(level[expr]).to(out.device, out.dtype)  # (52,)
+                out[i, :, expr] = out[i, :, expr] + (s.gain - 1.0) * (windows[i, :, expr] - base)
             s.level = level + rate * (mean - level)
         out[..., layout.EXPRESSION] = out[..., layout.EXPRESSION].clamp(0.0, 1.0)
         return out

@@ -3,8 +3,9 @@
 The clip is streamed exactly as live: window ``[t, t + W)`` of each of the ``K`` reactions is
 generated from the speaker's frames ``< t`` only, the ``K`` reactions (different noise) in one
 batch through :class:`~models.generator.online.OnlineRunner`. With ``shifts_for`` (and
-``rest_for``) every sample's sessions carry its listener's enrolment: the low-rank shifts (and
-the resting face the reaction starts from), i.e. personalised reactions.
+``rest_for``, ``spread_for``) every sample's sessions carry its listener's enrolment: the
+low-rank shifts (the resting face that anchors the level, the expression spread that scales the
+amplitude), i.e. personalised reactions.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ ShiftsFor = Callable[[Sample], dict[str, tuple[Tensor, Tensor]] | None]
 """The listener's low-rank factors for a sample (its enrolment), or ``None`` for generic."""
 RestFor = Callable[[Sample], Tensor | np.ndarray | None]
 """The listener's resting face ``(58,)`` for a sample (its enrolment), or ``None``."""
+SpreadFor = Callable[[Sample], float | None]
+"""The listener's expression spread for a sample (its enrolment), or ``None``."""
 
 
 class GeneratorPredictor:
@@ -32,12 +35,12 @@ class GeneratorPredictor:
     def __init__(self, model: Denoiser, posnet: PosNet | None = None, *, k: int = 10,
                  steps: int | None = None, device: str = "cpu", max_batch: int = 512,
                  shifts_for: ShiftsFor | None = None, guidance: float | None = None,
-                 rest_for: RestFor | None = None, feedback: bool | None = None
-                 ) -> None:  # fmt: skip
+                 rest_for: RestFor | None = None, feedback: bool | None = None,
+                 spread_for: SpreadFor | None = None) -> None:  # fmt: skip
         if k < 1 or max_batch < 1:
             raise ValueError(f"k and max_batch must be at least 1, got {k}, {max_batch}")
         self.k, self.max_batch, self.shifts_for = k, max_batch, shifts_for
-        self.rest_for = rest_for
+        self.rest_for, self.spread_for = rest_for, spread_for
         self.runner = OnlineRunner(model, posnet, steps=steps, device=device, guidance=guidance,
                                    feedback=feedback)  # fmt: skip
 
@@ -53,8 +56,10 @@ class GeneratorPredictor:
             streams = _speaker_streams(sample)
             shifts = self.shifts_for(sample) if self.shifts_for is not None else None
             rest = self.rest_for(sample) if self.rest_for is not None else None
+            spread = self.spread_for(sample) if self.spread_for is not None else None
             for seed in rng.integers(0, 2**31 - 1, size=self.k):
-                session = self.runner.new_session(seed=int(seed), shifts=shifts, rest=rest)
+                session = self.runner.new_session(seed=int(seed), shifts=shifts, rest=rest,
+                                                  spread=spread)  # fmt: skip
                 jobs.append((i, session, streams))
         out: list[list[np.ndarray]] = [[] for _ in jobs]
         for lo in range(0, len(jobs), self.max_batch):

@@ -7,7 +7,8 @@ stacked into one batch for the denoiser (``stack``). On disk it is one safetenso
 * tensors ``style`` ``(S,)``, ``a/<layer>`` ``(out, r)``, ``b/<layer>`` ``(r, in)`` and
   ``rest`` ``(58,)``, the listener's resting face (absent in enrolments made before it existed);
 * metadata key ``enrolment``: JSON with the format tag, model hash, creation time (ISO 8601,
-  UTC), seconds of valid video used, rank and target shapes.
+  UTC), seconds of valid video used, rank, target shapes and the clip's expression spread
+  (:func:`expression_spread`; absent in enrolments made before it existed).
 
 No pickle is involved. Loading checks the file against itself (every target present with the
 recorded shape) and, when given, against the serving model's targets, rank and hash.
@@ -28,12 +29,35 @@ import torch
 from safetensors.torch import load, save
 from torch import Tensor, nn
 
-from models.face.layout import DIM, FPS
+from models.face.layout import DIM, EXPRESSION, FPS
 from models.personal.hyper import Factors, HyperNetwork, Targets
 from models.personal.style import StyleEncoder
 
 FORMAT = "rapport.enrolment/1"
 _META_KEY = "enrolment"
+SPREAD_SECONDS = 10.0
+"""Length of the chunks :func:`expression_spread` measures the movement in."""
+
+
+def chunk_variances(coeffs: np.ndarray, seconds: float = SPREAD_SECONDS) -> np.ndarray:
+    """``(n,)``: for each consecutive ``seconds``-long chunk of ``coeffs (T, 58)`` the summed
+    variance of the 52 blendshapes over the chunk (a clip shorter than one chunk is one chunk;
+    a shorter rest after the last full chunk is left out)."""
+    x = np.asarray(coeffs, np.float64)[:, EXPRESSION]  # (T, 52)
+    if x.ndim != 2 or len(x) < 2:
+        raise ValueError(f"expression spread needs at least 2 frames of (T, {DIM}), got "
+                         f"{tuple(np.shape(coeffs))}")  # fmt: skip
+    n = max(1, int(round(seconds * FPS)))
+    chunks = [x[i: i + n] for i in range(0, len(x) - n + 1, n)] or [x]
+    return np.array([c.var(axis=0).sum() for c in chunks])  # (n,)
+
+
+def expression_spread(coeffs: np.ndarray, seconds: float = SPREAD_SECONDS) -> float:
+    """How much a face moves: the root of the mean over ``seconds``-long chunks of the summed
+    blendshape variance (:func:`chunk_variances`). A person's spread divided by the training
+    population's (the same over every train clip, ``GeneratorConfig.expression_spread``) is
+    their expressivity; the online runner scales an enrolled listener's reaction by it."""
+    return float(np.sqrt(chunk_variances(coeffs, seconds).mean()))
 
 
 class EnrolmentMismatch(ValueError):
@@ -57,6 +81,9 @@ class Enrolment:
     rest: Tensor | None = None
     """(58,) the listener's resting face: the per-coefficient median of the valid enrolment
     frames. The online generator starts from it; ``None`` in enrolments made before it existed."""
+    spread: float | None = None
+    """:func:`expression_spread` of the valid enrolment frames: how much this listener's face
+    moves; ``None`` in enrolments made before it existed."""
 
     @property
     def rank(self) -> int:
@@ -101,6 +128,8 @@ class Enrolment:
             "style_dim": int(self.style.shape[0]),
             "targets": {name: list(shape) for name, shape in self.targets.items()},
         }
+        if self.spread is not None:
+            meta["spread"] = self.spread
         return save(tensors, metadata={_META_KEY: json.dumps(meta)})
 
     def save(self, path: str | Path) -> None:
@@ -143,6 +172,11 @@ class Enrolment:
         if rest is not None and (rest.shape != (DIM,) or not torch.isfinite(rest).all()):
             raise ValueError(f"{name}: rest face must be {DIM} finite numbers, got "
                              f"{tuple(rest.shape)}")  # fmt: skip
+        spread = meta.get("spread")
+        if spread is not None and (isinstance(spread, bool) or not isinstance(spread, int | float)
+                                   or not np.isfinite(spread) or spread < 0):
+            raise ValueError(f"{name}: spread must be a finite non-negative number, got "
+                             f"{spread!r}")  # fmt: skip
         enrolment = cls(
             style=tensors["style"],
             factors=factors,
@@ -150,6 +184,7 @@ class Enrolment:
             created=meta["created"],
             seconds=float(meta["seconds"]),
             rest=rest,
+            spread=None if spread is None else float(spread),
         )
         enrolment.check(targets, rank, model_hash)
         return enrolment
@@ -261,6 +296,7 @@ def enrol(
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         seconds=int(mask.sum()) / FPS,
         rest=x[mask].median(dim=0).values.cpu(),  # (K,)
+        spread=expression_spread(x[mask].cpu().numpy()),
     )
 
 

@@ -1,5 +1,5 @@
 """Training command line: ``python -m models.train RECIPE`` (``generator``, ``style``, ``shifts``,
-``posnet``, ``tune``, ``default``, ``personality``).
+``posnet``, ``tune``, ``spread``, ``default``, ``personality``).
 
 (``rapport train ...`` runs this module in a child process, so the serving code never imports
 training code: ARCHITECTURE.md §8.)
@@ -8,7 +8,8 @@ Every recipe takes ``--data DIR --out DIR``, an optional ``--config FILE`` (JSON
 are the fields of the recipe's config dataclass; an unknown key is an error that lists the known
 ones) and ``--set KEY=VALUE`` overrides (values parsed as JSON, else kept as strings). Flags win
 over ``--set``, which wins over the file. ``default`` runs the whole pipeline that produces the
-bundled weights (``models/weights``): generator, style encoder, shifts, PosNet, sampler tuning.
+bundled weights (``models/weights``): generator, style encoder, shifts, PosNet, sampler tuning,
+the population's expression spread.
 ``personality`` trains the personality model on the bundled generator and enrolment path;
 with ``--install`` its checkpoint joins the bundled weights.
 """
@@ -35,6 +36,7 @@ from models.train.personality import (
     train_personality,
 )
 from models.train.posnet import TrainPosNetConfig, train_posnet
+from models.train.spread import SpreadConfig, measure_spread
 from models.train.tune import TuneSamplerConfig, tune_sampler
 
 log = logging.getLogger("models.train")
@@ -45,6 +47,7 @@ RECIPES = {
     "shifts": (TrainShiftsConfig, train_shifts),
     "posnet": (TrainPosNetConfig, train_posnet),
     "tune": (TuneSamplerConfig, tune_sampler),
+    "spread": (SpreadConfig, measure_spread),
     "personality": (TrainPersonalityConfig, train_personality),
 }
 
@@ -58,6 +61,7 @@ DEFAULT_PIPELINE: dict[str, dict[str, Any]] = {
     "shifts": {"steps": 1500},
     "posnet": {"steps": 1500},
     "tune": {},
+    "spread": {},
 }
 """The recipe settings of the bundled weights (everything else is the recipe's default)."""
 
@@ -156,6 +160,8 @@ def run_default(data: str, out: str, *, seed: int, device: str, install: bool, p
         **common, **plan["posnet"], "out_dir": dirs["posnet"], "generator": generator}, progress)
     stages["tune"] = _stage("tune", {
         **common, **plan["tune"], "out_dir": dirs["tune"], "generator": generator}, progress)
+    stages["spread"] = _stage("spread", {
+        **common, **plan["spread"], "out_dir": dirs["spread"], "generator": generator}, progress)
     seconds = {k: round(float(v.get("seconds", 0.0)), 1) for k, v in stages.items()}
     report = {
         "command": "rapport train default " + " ".join(sys.argv[2:]),
@@ -168,6 +174,7 @@ def run_default(data: str, out: str, *, seed: int, device: str, install: bool, p
                    "hyper_parameters": stages["shifts"]["hyper_parameters"]},
         "posnet": stages["posnet"]["val"],
         "sampler": stages["tune"]["chosen"], "sampler_grid": stages["tune"]["grid"],
+        "expression_spread": stages["spread"]["expression_spread"],
         "plan": plan,
     }  # fmt: skip
     (root / "training.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -194,6 +201,15 @@ def install_personality(summary: dict[str, Any], command: str) -> None:
     record_path.write_text(json.dumps(record, indent=2, default=float) + "\n")
 
 
+def install_spread(summary: dict[str, Any], command: str) -> None:
+    """Record a measurement of the bundled generator's population spread in ``training.json``."""
+    record_path = DEFAULT_WEIGHTS / "training.json"
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    record["expression_spread"] = {**summary["expression_spread"], "command": command,
+                                   "seconds_taken": summary["seconds"]}  # fmt: skip
+    record_path.write_text(json.dumps(record, indent=2, default=float) + "\n")
+
+
 def install_tune(summary: dict[str, Any], command: str) -> None:
     """Record a retuning of the bundled generator's sampler in ``training.json``."""
     record_path = DEFAULT_WEIGHTS / "training.json"
@@ -213,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
              "shifts": "the hypernetwork's low-rank shifts (generator and style frozen)",
              "posnet": "PosNet on the frozen generator's output",
              "tune": "choose the live sampler's steps and guidance on the val split",
+             "spread": "measure the train population's expression spread into a generator",
              "default": "the whole pipeline of the bundled weights",
              "personality": "the personality model (RPR), jointly with a copy of the "
                             "enrolment path"}  # fmt: skip
@@ -226,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
         p.add_argument("--steps", type=int)
         p.add_argument("-q", "--quiet", action="store_true")
-        if name in ("shifts", "posnet", "tune", "personality"):
+        if name in ("shifts", "posnet", "tune", "spread", "personality"):
             p.add_argument("--generator", help="generator checkpoint (frozen)")
         if name == "shifts":
             p.add_argument("--style", help="style checkpoint from the style recipe")
@@ -236,10 +253,10 @@ def main(argv: list[str] | None = None) -> int:
         if name in ("default", "personality"):
             p.add_argument("--install", action="store_true",
                            help="copy the results into models/weights (the bundled weights)")
-        if name == "tune":
+        if name in ("tune", "spread"):
             p.add_argument("--install", action="store_true",
-                           help="retune the bundled generator (models/weights) in place and "
-                                "record the choice in its training.json")  # fmt: skip
+                           help="rewrite the bundled generator (models/weights) in place and "
+                                "record the result in its training.json")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
@@ -262,12 +279,12 @@ def main(argv: list[str] | None = None) -> int:
                                   progress=not args.quiet, overrides=overrides)  # fmt: skip
         else:
             values.update(data_root=args.data, out_dir=args.out)
-            if args.recipe == "tune" and args.install:
+            if args.recipe in ("tune", "spread") and args.install:
                 bundled = DEFAULT_WEIGHTS / "generator.safetensors"
                 given = values.setdefault("generator", str(bundled))
                 if Path(given).resolve() != bundled.resolve():
-                    raise ValueError(f"tune --install retunes the bundled generator {bundled}; "
-                                     f"got --generator {given}")  # fmt: skip
+                    raise ValueError(f"{args.recipe} --install rewrites the bundled generator "
+                                     f"{bundled}; got --generator {given}")  # fmt: skip
             cfg = build_config(args.recipe, values)
             summary = RECIPES[args.recipe][1](cfg, progress=not args.quiet)
             words = sys.argv[1:] if argv is None else argv
@@ -275,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
                 install_personality(summary, "rapport train " + " ".join(words))
             if args.recipe == "tune" and args.install:
                 install_tune(summary, "rapport train " + " ".join(words))
+            if args.recipe == "spread" and args.install:
+                install_spread(summary, "rapport train " + " ".join(words))
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         log.error("%s", err)
         return 2

@@ -156,8 +156,9 @@ class Engine:
             self._runner(options)  # build it now, not in the scheduler's thread
             shifts = enrolment.factors if enrolment is not None else None
             rest = enrolment.rest if enrolment is not None else None
-            online = self._runners[self._key(options)].new_session(seed=options.seed,
-                                                                   shifts=shifts, rest=rest)
+            spread = enrolment.spread if enrolment is not None else None
+            online = self._runners[self._key(options)].new_session(
+                seed=options.seed, shifts=shifts, rest=rest, spread=spread)
             sid = secrets.token_hex(16)
             session = StreamSession(
                 sid,

@@ -199,3 +199,48 @@ def test_seam_easing_fades_the_expression_step_and_leaves_the_pose() -> None:
     assert seam(a) < 0.25 * seam(b)
     with pytest.raises(ValueError, match="ease_frames"):
         OnlineRunner(model, None, ease_frames=w)
+
+
+def test_expressivity_gain_scales_an_enrolled_expression_about_its_level(runner) -> None:
+    import dataclasses
+
+    from models.generator.online import EXPRESSIVITY_POWER, EXPRESSIVITY_RANGE
+
+    population = 0.2
+    model = Denoiser(dataclasses.replace(runner.model.config, expression_spread=population))
+    model.load_state_dict(runner.model.state_dict())
+    quiet = OnlineRunner(model, None, steps=2, feedback=False, ease_frames=0)
+    rng = np.random.default_rng(11)
+    w = quiet.window
+    stream = frames(rng, 2 * w)
+    rest = np.concatenate([np.full(52, 0.4), [0.1, -0.2, 0.05, 0.02, -0.01, 0.1]]).astype("f4")
+    lively = quiet.new_session(seed=7, rest=rest, spread=2 * population)
+    still = quiet.new_session(seed=7, rest=rest, spread=population)
+    generic = quiet.new_session(seed=7)
+    gain = 2 ** EXPRESSIVITY_POWER
+    assert lively.gain == pytest.approx(gain) and still.gain == pytest.approx(1.0)
+    level = None
+    for i in range(2):
+        for s in (lively, still, generic):
+            s.push_speaker(*(x[i * w: (i + 1) * w] for x in stream))
+        big, plain_rest, plain = quiet.step([lively, still, generic])
+        mean = plain.mean(axis=0)
+        level = mean if level is None else level
+        expected = np.clip(rest[:52] + gain * (plain[:, :52] - level[:52]), 0, 1)
+        np.testing.assert_allclose(big[:, :52], expected, atol=1e-5)
+        np.testing.assert_allclose(big[:, layout.POSE], plain_rest[:, layout.POSE], atol=1e-6)
+        rate = 1 - np.exp(-w / (10.0 * layout.FPS))
+        level = level + rate * (mean - level)
+    assert np.abs(big[:, :52] - rest[:52]).mean() > np.abs(plain_rest[:, :52] - rest[:52]).mean()
+    lo, hi = EXPRESSIVITY_RANGE
+    assert quiet.new_session(seed=0, rest=rest, spread=100.0).gain == hi
+    assert quiet.new_session(seed=0, rest=rest, spread=0.0).gain == lo
+    # no gain without a resting face, with feedback, or when the population is unknown
+    assert quiet.new_session(seed=0, spread=2 * population).gain == 1.0
+    fed = OnlineRunner(model, None, steps=2, feedback=True)
+    assert fed.new_session(seed=0, rest=rest, spread=2 * population).gain == 1.0
+    assert OnlineRunner(runner.model, None, steps=2, feedback=False).new_session(
+        seed=0, rest=rest, spread=2 * population).gain == 1.0
+    for bad in (float("nan"), -1.0, "wide", True):
+        with pytest.raises(ValueError, match="spread: expected a finite non-negative number"):
+            quiet.new_session(seed=0, rest=rest, spread=bad)

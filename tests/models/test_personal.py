@@ -7,6 +7,7 @@ import math
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
@@ -426,3 +427,34 @@ def test_a_generator_fingerprint_ignores_the_sampler_defaults() -> None:
         model.config = tiny_config()
         next(model.parameters()).add_(1e-3)
     assert model_hash(model) != before  # and so is every weight
+
+
+def test_expression_spread_of_chunks_and_of_an_enrolment(
+    models: tuple[StyleEncoder, HyperNetwork],
+) -> None:
+    from models.personal.enrolment import chunk_variances, expression_spread
+
+    rng = np.random.default_rng(0)
+    x = np.zeros((600, layout.DIM), np.float32)
+    x[:250, :52] = rng.normal(0.5, 0.1, (250, 52))  # chunk 1: 52 · 0.01 of variance
+    x[250:500, :52] = rng.normal(0.5, 0.2, (250, 52))  # chunk 2: 52 · 0.04
+    x[:, 52:] = rng.normal(0, 5.0, (600, 6))  # pose does not count
+    v = chunk_variances(x)  # the last 100 frames are less than a chunk: left out
+    assert v.shape == (2,)
+    np.testing.assert_allclose(v, [0.52, 2.08], rtol=0.15)
+    assert expression_spread(x) == pytest.approx(float(np.sqrt(v.mean())))
+    assert expression_spread(np.full((300, layout.DIM), 0.3)) == pytest.approx(0.0, abs=1e-9)
+    assert chunk_variances(x[:100]).shape == (1,)  # shorter than a chunk: one chunk
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        expression_spread(x[:1])
+    coeffs, valid = listener(12)
+    coeffs[~valid] = 50.0  # junk frames without a face must not count
+    e = enrol(*models, coeffs, valid)
+    assert e.spread == pytest.approx(expression_spread(coeffs[valid].numpy()), rel=1e-5)
+    back = Enrolment.from_bytes(e.to_bytes())
+    assert back.spread == e.spread
+    old = Enrolment.from_bytes(dataclasses.replace(e, spread=None).to_bytes())
+    assert old.spread is None  # enrolments stored before the spread existed still load
+    for bad in (float("nan"), -0.5):
+        with pytest.raises(ValueError, match="spread must be a finite non-negative number"):
+            Enrolment.from_bytes(dataclasses.replace(e, spread=bad).to_bytes())

@@ -213,3 +213,43 @@ def test_tune_install_retunes_the_bundled_generator_and_records_it(world: Path, 
     assert record["sampler_retuned"]["command"].startswith("rapport train tune")
     model, _ = load_generator(bundled / "generator.safetensors")
     assert model.config.sample_feedback == record["sampler"]["feedback"]
+
+
+def test_spread_install_measures_the_train_population_into_the_bundled_generator(
+        world: Path, runs: dict, tmp_path: Path, monkeypatch) -> None:  # fmt: skip
+    import shutil
+
+    import models.train.__main__ as cli
+    from models.personal.enrolment import chunk_variances, model_hash
+    from models.train.spread import SpreadConfig
+
+    bundled = tmp_path / "weights"
+    bundled.mkdir()
+    source = runs["base"] / "gen/generator.safetensors"
+    shutil.copyfile(source, bundled / "generator.safetensors")
+    (bundled / "training.json").write_text(json.dumps({"seed": 0}))
+    monkeypatch.setattr(cli, "DEFAULT_WEIGHTS", bundled)
+    common = ["spread", "--data", str(world), "--out", str(tmp_path / "spread"), "-q"]
+    assert cli.main([*common, "--install", "--generator", str(source)]) == 2  # bundled only
+    assert cli.main([*common, "--install"]) == 0
+    ds = ReactDataset(world, "train")
+    chunks = np.concatenate([chunk_variances(c.coeffs[c.valid & c.found])
+                             for p in ds.persons for c in map(ds.clip, ds.clips_of(p))])
+    model, meta = load_generator(bundled / "generator.safetensors")
+    assert model.config.expression_spread == pytest.approx(float(np.sqrt(chunks.mean())))
+    record = json.loads((bundled / "training.json").read_text())
+    assert record["seed"] == 0
+    assert record["expression_spread"]["value"] == model.config.expression_spread
+    assert record["expression_spread"]["chunks"] == len(chunks)
+    assert record["expression_spread"]["command"].startswith("rapport train spread")
+    assert meta["extra"]["expression_spread"]["split"] == "train"
+    before, _ = load_generator(source)
+    assert before.config.expression_spread is None
+    assert model_hash(before) == model_hash(model)  # enrolments and personality stay valid
+    for (name, a), (_, b) in zip(before.state_dict().items(), model.state_dict().items(),
+                                 strict=True):  # fmt: skip
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="never test"):
+        SpreadConfig(data_root=world, out_dir=tmp_path, generator=source, split="test")
+    with pytest.raises(ValueError, match="expression_spread must be a positive number"):
+        dataclasses.replace(model.config, expression_spread=-1.0)

@@ -52,6 +52,7 @@ def test_defaults_load_with_their_tuned_sampler(models) -> None:  # noqa: ANN001
     assert set(models.hyper.targets) == set(models.generator.shift_targets())
     assert models.posnet.config.window == cfg.window
     assert not torch.allclose(models.generator.face_std, torch.ones(layout.DIM))
+    assert cfg.expression_spread == report["expression_spread"]["value"] > 0
 
 
 def test_default_reactions_are_in_range_and_diverse(models, world: Path) -> None:  # noqa: ANN001

@@ -15,6 +15,7 @@ import torch
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
+from models.generator.online import EXPRESSIVITY_POWER, EXPRESSIVITY_RANGE
 from models.personal.enrolment import Enrolment
 from server.api.app import create_app
 from server.api.security import Guard
@@ -324,6 +325,12 @@ def test_stream_with_an_enrolled_listener_uses_its_shifts(client, enrolled) -> N
             assert online.listener_ok.all() and (online.listener == stored.rest.numpy()).all()
         else:  # no previous frames are seen: the resting face anchors the level instead
             assert not online.listener_ok.any() and online.level is None
+            # ...and the enrolment's expression spread sets the expressivity gain
+            population = engine.models.generator.config.expression_spread
+            assert stored.spread is not None and stored.spread > 0 and population is not None
+            expected = min(max((stored.spread / population) ** EXPRESSIVITY_POWER,
+                               EXPRESSIVITY_RANGE[0]), EXPRESSIVITY_RANGE[1])  # fmt: skip
+            assert online.gain == pytest.approx(expected)
         assert sessions[plain["session_id"]].online.shifts is None
         assert not sessions[plain["session_id"]].online.listener_ok.any()
         personal.ping()
