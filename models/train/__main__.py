@@ -189,35 +189,34 @@ def run_default(data: str, out: str, *, seed: int, device: str, install: bool, p
     return report
 
 
+def _record(entries: dict[str, Any]) -> None:
+    """Set top-level entries of the bundled weights' ``training.json`` (the rest is kept)."""
+    record_path = DEFAULT_WEIGHTS / "training.json"
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    record.update(entries)
+    record_path.write_text(json.dumps(record, indent=2, default=float) + "\n")
+
+
 def install_personality(summary: dict[str, Any], command: str) -> None:
     """Copy a personality run into the bundled weights and record it in ``training.json``."""
     DEFAULT_WEIGHTS.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(summary["model"], DEFAULT_WEIGHTS / PERSONALITY_FILE)
-    record_path = DEFAULT_WEIGHTS / "training.json"
-    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
     keep = ("variant", "seed", "steps", "selected_step", "seconds", "train_seconds", "version",
             "parameters", "samples", "metrics", "reconstruction_val", "device")  # fmt: skip
-    record["personality"] = {"command": command, **{k: summary[k] for k in keep}}
-    record_path.write_text(json.dumps(record, indent=2, default=float) + "\n")
+    _record({"personality": {"command": command, **{k: summary[k] for k in keep}}})
 
 
 def install_spread(summary: dict[str, Any], command: str) -> None:
     """Record a measurement of the bundled generator's population spread in ``training.json``."""
-    record_path = DEFAULT_WEIGHTS / "training.json"
-    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
-    record["expression_spread"] = {**summary["expression_spread"], "command": command,
-                                   "seconds_taken": summary["seconds"]}  # fmt: skip
-    record_path.write_text(json.dumps(record, indent=2, default=float) + "\n")
+    _record({"expression_spread": {**summary["expression_spread"], "command": command,
+                                   "seconds_taken": summary["seconds"]}})  # fmt: skip
 
 
 def install_tune(summary: dict[str, Any], command: str) -> None:
     """Record a retuning of the bundled generator's sampler in ``training.json``."""
-    record_path = DEFAULT_WEIGHTS / "training.json"
-    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
-    record["sampler"], record["sampler_grid"] = summary["chosen"], summary["grid"]
-    record["sampler_retuned"] = {"command": command, "seconds": summary["seconds"],
-                                 "samples": summary["samples"]}  # fmt: skip
-    record_path.write_text(json.dumps(record, indent=2, default=float) + "\n")
+    _record({"sampler": summary["chosen"], "sampler_grid": summary["grid"],
+             "sampler_retuned": {"command": command, "seconds": summary["seconds"],
+                                 "samples": summary["samples"]}})  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -285,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
                 if Path(given).resolve() != bundled.resolve():
                     raise ValueError(f"{args.recipe} --install rewrites the bundled generator "
                                      f"{bundled}; got --generator {given}")  # fmt: skip
+            if args.recipe in ("tune", "spread") and "generator" not in values:
+                raise ValueError(f"{args.recipe}: give --generator CKPT (rewritten in place) or "
+                                 "--install (the bundled generator)")  # fmt: skip
             cfg = build_config(args.recipe, values)
             summary = RECIPES[args.recipe][1](cfg, progress=not args.quiet)
             words = sys.argv[1:] if argv is None else argv

@@ -230,6 +230,7 @@ def test_spread_install_measures_the_train_population_into_the_bundled_generator
     (bundled / "training.json").write_text(json.dumps({"seed": 0}))
     monkeypatch.setattr(cli, "DEFAULT_WEIGHTS", bundled)
     common = ["spread", "--data", str(world), "--out", str(tmp_path / "spread"), "-q"]
+    assert cli.main(common) == 2  # neither a checkpoint nor --install
     assert cli.main([*common, "--install", "--generator", str(source)]) == 2  # bundled only
     assert cli.main([*common, "--install"]) == 0
     ds = ReactDataset(world, "train")
