@@ -15,10 +15,16 @@ prediction over one centred 10-s crop of each of their clips) and per clip. Vari
   with the enrolment path frozen (no end-to-end training), and V1 and ``full`` with the style
   encoder copy as bundled (no statistics pooling, ``style_stats=False``).
 
-Writes ``benchmarks/results/personality_ablation.json`` and prints a markdown table.
+Every variant is trained once per seed (``--seeds 0,1,2``): with 68 training persons the
+recipe's outcome depends on the seed (the draw of persons, crops and noise, and the graph
+network's initialisation), so the table reports each variant's mean and standard deviation over
+the seeds beside the per-seed figures. ``--jobs`` trains that many runs side by side, one torch
+thread each.
+
+Writes ``benchmarks/results/personality_ablation.json`` and prints markdown tables.
 
 Usage: python benchmarks/personality_ablation.py --world .cache/world-default [--steps 300]
-       [--extra] [--only "NAME;NAME"] [--out FILE]
+       [--seeds 0,1,2] [--jobs 2] [--extra] [--only "NAME;NAME"] [--out FILE]
 """
 
 from __future__ import annotations
@@ -26,10 +32,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from models.data.react_layout import TRAIT_NAMES
@@ -56,18 +65,67 @@ def _f(x: float, digits: int = 3) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
+def _pm(mean: dict[str, Any], sd: dict[str, Any], key: str, digits: int) -> str:
+    """``mean ± sd`` of one metric (the mean alone when there is no spread)."""
+    spread = sd.get(key)
+    return _f(mean[key], digits) + ("" if spread is None else f" ± {_f(spread, digits)}")
+
+
 def table(results: dict[str, Any], level: str) -> str:
+    """One row per variant: the mean over its seeds (± the standard deviation for the means)."""
     head = ("| variant | " + " | ".join(f"{SHORT[t]} MSE" for t in TRAIT_NAMES) + " | MSE | "
             + " | ".join(f"{SHORT[t]} PCC" for t in TRAIT_NAMES) + " | PCC | "
             + " | ".join(f"{SHORT[t]} CCC" for t in TRAIT_NAMES) + " | CCC |")
     lines = [head, "|" + "---|" * (1 + 3 * 6)]
     for name, r in results.items():
-        m = r["test"][level]
-        cells = [_f(m[f"{t}_mse"], 4) for t in TRAIT_NAMES] + [_f(m["mean_mse"], 4)]
-        cells += [_f(m[f"{t}_pcc"]) for t in TRAIT_NAMES] + [_f(m["mean_pcc"])]
-        cells += [_f(m[f"{t}_ccc"]) for t in TRAIT_NAMES] + [_f(m["mean_ccc"])]
+        m, sd = r["test"][level], r.get("test_sd", {}).get(level, {})
+        cells = [_f(m[f"{t}_mse"], 4) for t in TRAIT_NAMES] + [_pm(m, sd, "mean_mse", 4)]
+        cells += [_f(m[f"{t}_pcc"]) for t in TRAIT_NAMES] + [_pm(m, sd, "mean_pcc", 3)]
+        cells += [_f(m[f"{t}_ccc"]) for t in TRAIT_NAMES] + [_pm(m, sd, "mean_ccc", 3)]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def seed_table(results: dict[str, Any]) -> str:
+    """Person-level mean PCC on val and test of every variant and seed."""
+    seeds = sorted({s for r in results.values() for s in r["seeds"]}, key=int)
+    lines = ["| variant | " + " | ".join(f"seed {s} val / test" for s in seeds) + " |",
+             "|" + "---|" * (1 + len(seeds))]
+    for name, r in results.items():
+        cells = []
+        for s in seeds:
+            run = r["seeds"].get(s)
+            cells.append("–" if run is None else f"{_f(run['val']['person']['mean_pcc'], 2)} / "
+                                                 f"{_f(run['test']['person']['mean_pcc'], 2)}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _train(job: dict[str, Any]) -> dict[str, Any]:
+    """One (variant, seed) run in a worker process, one torch thread."""
+    torch.set_num_threads(1)
+    cfg = TrainPersonalityConfig(**job)
+    summary = train_personality(cfg, progress=False)
+    return summary
+
+
+def aggregate(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Mean and standard deviation over seeds of every metric, per split and level."""
+    first = next(iter(runs.values()))
+    out: dict[str, Any] = {}
+    for split in ("val", "test"):
+        out[split], out[f"{split}_sd"] = {}, {}
+        for level, metrics in first[split].items():
+            mean, sd = {}, {}
+            for key in metrics:
+                values = np.array([r[split][level][key] for r in runs.values()], dtype=float)
+                if not np.issubdtype(values.dtype, np.number):
+                    continue
+                mean[key] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
+                sd[key] = float(np.nanstd(values, ddof=1)) if np.isfinite(values).sum() > 1 \
+                    else math.nan  # fmt: skip
+            out[split][level], out[f"{split}_sd"][level] = mean, sd
+    return out
 
 
 def main() -> None:
@@ -76,13 +134,19 @@ def main() -> None:
     parser.add_argument("--runs", default=str(ROOT / ".cache/runs/personality-ablation"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/personality_ablation.json"))
     parser.add_argument("--steps", type=int, default=TrainPersonalityConfig.steps)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    parser.add_argument("--jobs", type=int, default=2, help="runs trained side by side")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--extra", action="store_true",
                         help="also the end-to-end and no-statistics-pooling rows")
     parser.add_argument("--only", help="variant names (as in the table) to run, separated by ;")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    try:
+        seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+    except ValueError:
+        parser.error(f"--seeds: expected comma-separated integers, got {args.seeds!r}")
+    if not seeds or args.jobs < 1:
+        parser.error("give at least one seed and --jobs of at least 1")
     start = time.perf_counter()
     variants = {**VARIANTS, **(EXTRA if args.extra else {})}
     if args.only:
@@ -91,31 +155,48 @@ def main() -> None:
         if unknown:
             parser.error(f"unknown variants {unknown}; known: {list({**VARIANTS, **EXTRA})}")
         variants = {w: {**VARIANTS, **EXTRA}[w] for w in wanted}
-    results: dict[str, Any] = {}
-    summary: dict[str, Any] = {}
+    jobs = {}
     for i, (name, overrides) in enumerate(variants.items()):
-        run = Path(args.runs) / f"{i}-{overrides['variant']}-{len(overrides)}"
-        cfg = TrainPersonalityConfig(data_root=args.world, out_dir=run, steps=args.steps,
-                                     seed=args.seed, device=args.device,
-                                     feature_cache=ROOT / ".cache/features-world-default",
-                                     **overrides)  # fmt: skip
-        summary = train_personality(cfg, progress=True)
-        results[name] = {**summary["metrics"], "overrides": overrides,
-                         "seconds": summary["seconds"], "parameters": summary["parameters"],
-                         "reconstruction_val": summary["reconstruction_val"]}  # fmt: skip
+        for seed in seeds:
+            run = Path(args.runs) / f"{i}-{overrides['variant']}-{len(overrides)}-seed{seed}"
+            jobs[(name, seed)] = {"data_root": args.world, "out_dir": str(run),
+                                  "steps": args.steps, "seed": seed, "device": args.device,
+                                  "feature_cache": str(ROOT / ".cache/features-world-default"),
+                                  **overrides}  # fmt: skip
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as pool:
+        futures = {key: pool.submit(_train, job) for key, job in jobs.items()}
+        summaries = {}
+        for key, future in futures.items():
+            summaries[key] = future.result()
+            print(f"{key[0]}, seed {key[1]}: val PCC "
+                  f"{summaries[key]['metrics']['val']['person']['mean_pcc']:.3f}", flush=True)
+    results: dict[str, Any] = {}
+    for name, overrides in variants.items():
+        runs = {str(seed): summaries[(name, seed)] for seed in seeds}
+        per_seed = {s: {**r["metrics"], "seconds": r["seconds"],
+                        "selected_step": r["selected_step"],
+                        "reconstruction_val": r["reconstruction_val"]}
+                    for s, r in runs.items()}  # fmt: skip
+        results[name] = {**aggregate({s: r["metrics"] for s, r in runs.items()}),
+                         "overrides": overrides, "seeds": per_seed,
+                         "parameters": next(iter(runs.values()))["parameters"]}  # fmt: skip
+    summary = summaries[next(iter(summaries))]
     mean_row = {"test": {"person": summary["metrics"]["test_mean_predictor"]}}
-    report = {"steps": args.steps, "seed": args.seed, "world": args.world,
-              "seconds": round(time.perf_counter() - start, 1),
+    report = {"steps": args.steps, "seeds": seeds, "world": args.world,
+              "seconds": round(time.perf_counter() - start, 1), "jobs": args.jobs,
               "samples": summary["samples"], "variants": results,
-              "mean_predictor": mean_row["test"]["person"],
-              "torch_threads": torch.get_num_threads()}  # fmt: skip
+              "mean_predictor": mean_row["test"]["person"], "torch_threads": 1}  # fmt: skip
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, default=float) + "\n")
-    print(f"test persons, person level (N = {summary['samples']['test']['persons']}):")
+    n = summary["samples"]["test"]["persons"]
+    print(f"test persons, person level (N = {n}), mean over seeds {seeds} (± s.d.):")
     print(table({**results, "mean of the train traits": mean_row}, "person"))
     print(f"\ntest clips, one 10-s crop each (N = {summary['samples']['test']['clips']}):")
     print(table(results, "clip"))
+    print("\nmean PCC per seed (person level), val / test:")
+    print(seed_table(results))
     print(f"\n{report['seconds']:.0f} s in all; {out}")
 
 

@@ -81,7 +81,9 @@ class PersonalityConfig:
         graph = dict(values.pop("graph", {}))
         if "cnn_channels" in graph:
             graph["cnn_channels"] = tuple(graph["cnn_channels"])
-        return cls(graph=GraphConfig(**graph), gnn=GNNConfig(**values.pop("gnn", {})), **values)
+        gnn = dict(values.pop("gnn", {}))
+        gnn.setdefault("residual", False)  # saved before the field existed: plain Eq. 9 layers
+        return cls(graph=GraphConfig(**graph), gnn=GNNConfig(**gnn), **values)
 
 
 def variant_config(variant: str, **sizes: Any) -> PersonalityConfig:

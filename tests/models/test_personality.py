@@ -146,6 +146,33 @@ def test_graph_network_output_is_invariant_to_node_order(node: str, edges: bool)
                           atol=1e-5)  # fmt: skip
 
 
+@pytest.mark.parametrize("node,edges", [("matrix", True), ("matrix", False), ("vector", False)])
+def test_residual_layers_keep_the_nodes_when_every_unit_is_dead(node: str, edges: bool) -> None:
+    torch.manual_seed(5)
+    nodes, e = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 3, 4, 4)
+    outs = {}
+    for residual in (False, True):
+        net = GraphNet(GNNConfig(node_dim=4, node=node, edges=edges, hidden=8, layers=2,
+                                 residual=residual))  # fmt: skip
+        with torch.no_grad():  # every layer's pre-activation is negative: ReLU gives zeros
+            for layer in net.layers:
+                lin = layer.f_v if node == "matrix" else layer.lin
+                for name, p in lin.named_parameters():
+                    p.copy_(torch.full_like(p, -1e3) if name == "bias" else torch.zeros_like(p))
+                if node == "matrix" and edges:  # a gate of exactly 1
+                    layer.f_e.left.zero_()
+                    layer.f_e.right.zero_()
+                    layer.f_e.bias.fill_(1.0)
+        h, _ = net.embed(nodes, e)
+        outs[residual] = h
+    assert torch.count_nonzero(outs[False]) == 0
+    assert torch.allclose(outs[True], nodes.flatten(2))
+    perm = torch.randperm(3)
+    net = GraphNet(GNNConfig(node_dim=4, node=node, edges=edges, hidden=8, residual=True))
+    assert torch.allclose(net(permuted(nodes, perm, (1,)), permuted(e, perm, (1, 2))),
+                          net(nodes, e), atol=1e-5)  # fmt: skip
+
+
 def test_edge_encoder_gives_directed_matrix_edges_equivariant_in_the_nodes() -> None:
     torch.manual_seed(4)
     enc = EdgeEncoder(GraphConfig(node_dim=4, edge_dim=8), maps=6)
