@@ -40,10 +40,14 @@ import numpy as np
 import torch
 
 from models.baselines import NAMES, Baseline, BaselineConfig
+from models.data import emotion
+from models.data import react_layout as rl
 from models.data.dataset import ReactDataset, Sample
 from models.evaluation import collect, score
 from models.generator.checkpoint import load_generator
 from models.generator.predict import GeneratorPredictor
+from models.metrics.bootstrap import paired_difference
+from models.metrics.reaction import fr_corr, fr_dist
 from models.metrics.smoothness import expression_seam_velocity, seam_jumps
 from models.personal.checkpoint import load_personal
 from models.personal.enrolment import Enrolment, enrol
@@ -51,6 +55,29 @@ from models.posnet.model import load_posnet
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ("FRCorr", "FRDist", "FRCorr_58", "FRDist_58", "FRDiv", "FRDvs", "FRVar", "FRSyn")
+
+
+def own_listener_scores(collected: dict) -> dict[str, np.ndarray]:
+    """Per-sample FRCorr and FRDist (official 25-d view, summed over K) against the sample's own
+    real reaction only."""
+    pred = emotion.emotion_from_coefficients(collected["predictions"])
+    real = emotion.emotion_from_coefficients(collected["listeners"])
+    own = np.eye(len(pred), dtype=bool)
+    return {"FRCorr": fr_corr(pred, real, own).per_sample,
+            "FRDist": fr_dist(pred, real, own).per_sample}
+
+
+def paired_against_generic(collected: dict, names: list[str], clusters: np.ndarray,
+                           seed: int) -> dict:  # fmt: skip
+    """Each row minus ``generic + PosNet`` on own-listener neighbours, per sample, with a
+    95 % bootstrap interval over listeners (FRCorr: > 0 is better; FRDist: < 0 is better)."""
+    base = own_listener_scores(collected["generic + PosNet"])
+    out = {}
+    for name in names:
+        row = own_listener_scores(collected[name])
+        out[name] = {key: paired_difference(row[key], base[key], clusters, seed=seed)
+                     for key in base}  # fmt: skip
+    return out
 
 
 def enrolments(test: ReactDataset, personal_path: Path, seed: int):  # noqa: ANN201
@@ -146,6 +173,9 @@ def main() -> None:
                 for k, v in collected[name].items()}  # fmt: skip
         results["own_listener_listening"][name] = score(
             half, own[np.ix_(listening, listening)], workers=args.workers)
+    listener_of = np.array([rl.person_id(test.pair_clips(i)[1]) for i in idx])
+    results["own_listener_paired"] = paired_against_generic(
+        collected, [*own_only, "personalised + PosNet"], listener_of, args.seed)
     for name in ("generic", "generic + PosNet", "generic + PosNet, feedback on",
                  "personalised + PosNet"):
         if name in collected:
@@ -170,6 +200,13 @@ def main() -> None:
     print(table(results["own_listener"]))
     print("\nown-listener neighbours, listening direction only:")
     print(table(results["own_listener_listening"]))
+    print("\nown-listener neighbours, minus generic + PosNet per sample (95 % interval over the "
+          f"{len(set(listener_of))} listeners' samples resampled by listener):")
+    for name, r in results["own_listener_paired"].items():
+        print(f"  {name}: " + "; ".join(
+            f"{key} {d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}], "
+            f"better for {d['clusters_above'] if key == 'FRCorr' else d['clusters_below']} "
+            f"of {d['clusters']} listeners" for key, d in r.items()))
     s = results["smoothness"]
     print(f"\nPosNet: pose velocity at seams {s['generic']['velocity_seam']:.4f} -> "
           f"{s['generic + PosNet']['velocity_seam']:.4f} ({s['seam_jump_cut']:.1f}x cut); "
