@@ -119,8 +119,6 @@ def aggregate(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
             mean, sd = {}, {}
             for key in metrics:
                 values = np.array([r[split][level][key] for r in runs.values()], dtype=float)
-                if not np.issubdtype(values.dtype, np.number):
-                    continue
                 mean[key] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
                 sd[key] = float(np.nanstd(values, ddof=1)) if np.isfinite(values).sum() > 1 \
                     else math.nan  # fmt: skip
