@@ -27,7 +27,7 @@ from models.personality.cognition import (
 )
 from models.personality.gnn import GNNConfig, GraphNet, Layer2D
 from models.personality.graph import CognitionGraph, EdgeEncoder, GraphConfig
-from models.personality.model import PersonalityModel, variant_config
+from models.personality.model import PersonalityConfig, PersonalityModel, variant_config
 
 FRAMES = 40
 SIZES = {"graph": {"node_dim": 4, "cnn_channels": (4, 4), "edge_dim": 8},
@@ -312,3 +312,12 @@ def test_trained_graph_network_beats_the_mean_predictor_when_traits_set_the_weig
     mse = torch.mean((pred - test_t) ** 2).item()
     baseline = torch.mean((train_t.mean(0) - test_t) ** 2).item()
     assert mse < 0.5 * baseline, (mse, baseline)
+
+
+def test_configs_saved_before_residual_layers_load_as_plain_layers() -> None:
+    cfg = variant_config("full", **SIZES)
+    assert cfg.gnn.residual and cfg.gnn.pool_ratio == 1.0
+    data = cfg.to_dict()
+    assert PersonalityConfig.from_dict(data) == cfg
+    del data["gnn"]["residual"]  # an older checkpoint's metadata
+    assert PersonalityConfig.from_dict(data).gnn.residual is False
