@@ -11,9 +11,10 @@ prediction over one centred 10-s crop of each of their clips) and per clip. Vari
 - ``vector-gcn`` (V4): vector nodes (each node matrix flattened) and a standard GCN, no edges;
 - ``matrix-no-edges``: matrix nodes and 2D message passing without edge matrices;
 - ``full`` (V9): matrix nodes, matrix edges, the 2D-GNN of Eq. 9;
-- with ``--extra``: ``full`` without the reconstruction loss (trait loss only), ``full``
-  with the enrolment path frozen (no end-to-end training), and V1 and ``full`` with the style
-  encoder copy as bundled (no statistics pooling, ``style_stats=False``).
+- with ``--extra``: ``full`` without the auxiliary trait loss on the style vector
+  (``aux_weight=0``, the recipe before it), ``full`` without the reconstruction loss (trait
+  loss only), ``full`` with the enrolment path frozen (no end-to-end training), and V1 and
+  ``full`` with the style encoder copy as bundled (no statistics pooling, ``style_stats=False``).
 
 Every variant is trained once per seed (``--seeds 0,1,2``): with 68 training persons the
 recipe's outcome depends on the seed (the draw of persons, crops and noise, and the graph
@@ -32,17 +33,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from models.data.react_layout import TRAIT_NAMES
-from models.train.personality import TrainPersonalityConfig, train_personality
+from models.train.personality import TrainPersonalityConfig, train_many
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -52,6 +50,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "full (matrix nodes + edges)": {"variant": "full"},
 }
 EXTRA: dict[str, dict[str, Any]] = {
+    "full, no auxiliary style loss": {"variant": "full", "aux_weight": 0.0},
     "full, trait loss only": {"variant": "full", "rec_weight": 0.0},
     "full, enrolment path frozen": {"variant": "full", "lr_personal": 0.0},
     "V1 direct, no statistics pooling": {"variant": "direct", "style_stats": False},
@@ -99,14 +98,6 @@ def seed_table(results: dict[str, Any]) -> str:
                                                  f"{_f(run['test']['person']['mean_pcc'], 2)}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def _train(job: dict[str, Any]) -> dict[str, Any]:
-    """One (variant, seed) run in a worker process, one torch thread."""
-    torch.set_num_threads(1)
-    cfg = TrainPersonalityConfig(**job)
-    summary = train_personality(cfg, progress=False)
-    return summary
 
 
 def aggregate(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -161,14 +152,10 @@ def main() -> None:
                                   "steps": args.steps, "seed": seed, "device": args.device,
                                   "feature_cache": str(ROOT / ".cache/features-world-default"),
                                   **overrides}  # fmt: skip
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as pool:
-        futures = {key: pool.submit(_train, job) for key, job in jobs.items()}
-        summaries = {}
-        for key, future in futures.items():
-            summaries[key] = future.result()
-            print(f"{key[0]}, seed {key[1]}: val PCC "
-                  f"{summaries[key]['metrics']['val']['person']['mean_pcc']:.3f}", flush=True)
+    done = train_many([TrainPersonalityConfig(**job) for job in jobs.values()], args.jobs)
+    summaries = dict(zip(jobs, done, strict=True))
+    for key, s in summaries.items():
+        print(f"{key[0]}, seed {key[1]}: val PCC {s['metrics']['val']['person']['mean_pcc']:.3f}")
     results: dict[str, Any] = {}
     for name, overrides in variants.items():
         runs = {str(seed): summaries[(name, seed)] for seed in seeds}

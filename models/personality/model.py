@@ -143,11 +143,18 @@ class PersonalityModel(nn.Module):
                 ) -> tuple[Tensor, Factors | None]:  # fmt: skip
         """Traits (B, 5) and the factors that made them (``None`` for the V1 variant), so a
         training recipe can also score the personalised generator with them."""
+        traits, factors, _ = self.forward_style(coeffs, generator, valid)
+        return traits, factors
+
+    def forward_style(self, coeffs: Tensor, generator: Denoiser, valid: Tensor | None = None
+                      ) -> tuple[Tensor, Factors | None, Tensor]:  # fmt: skip
+        """:meth:`forward` and the style vectors (B, S) the keys were made from."""
+        z = self.style(coeffs, valid)
         if not self.config.cognition:
-            return torch.sigmoid(self.direct(self.style(coeffs, valid))), None
-        factors = self.factors(coeffs, valid)
+            return torch.sigmoid(self.direct(z)), None, z
+        factors = self.hyper(z)
         nodes, edges = self.graph(cognition(generator, factors, self.layout))
-        return self.gnn(nodes, edges), factors
+        return self.gnn(nodes, edges), factors, z
 
     @torch.no_grad()
     def set_stats(self, coeffs: Tensor, generator: Denoiser) -> None:

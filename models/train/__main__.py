@@ -34,6 +34,7 @@ from models.train.personality import (
     PERSONALITY_FILE,
     TrainPersonalityConfig,
     train_personality,
+    train_personality_seeds,
 )
 from models.train.posnet import TrainPosNetConfig, train_posnet
 from models.train.spread import SpreadConfig, measure_spread
@@ -202,8 +203,10 @@ def install_personality(summary: dict[str, Any], command: str) -> None:
     DEFAULT_WEIGHTS.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(summary["model"], DEFAULT_WEIGHTS / PERSONALITY_FILE)
     keep = ("variant", "seed", "steps", "selected_step", "seconds", "train_seconds", "version",
-            "parameters", "samples", "metrics", "reconstruction_val", "device")  # fmt: skip
-    _record({"personality": {"command": command, **{k: summary[k] for k in keep}}})
+            "parameters", "samples", "metrics", "reconstruction_val", "device", "seed_selection",
+            "seconds_all_seeds")  # fmt: skip
+    _record({"personality": {"command": command,
+                             **{k: summary[k] for k in keep if k in summary}}})
 
 
 def install_spread(summary: dict[str, Any], command: str) -> None:
@@ -249,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
         if name == "personality":
             p.add_argument("--personal", help="style + hypernetwork checkpoint to start from")
             p.add_argument("--variant", help="full (default), matrix-no-edges, vector-gcn, direct")
+            p.add_argument("--seeds", help="comma-separated seeds: train once per seed and keep "
+                                           "the run with the best val CCC")  # fmt: skip
+            p.add_argument("--jobs", type=int, default=1, help="runs side by side (--seeds)")
         if name in ("default", "personality"):
             p.add_argument("--install", action="store_true",
                            help="copy the results into models/weights (the bundled weights)")
@@ -288,7 +294,16 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"{args.recipe}: give --generator CKPT (rewritten in place) or "
                                  "--install (the bundled generator)")  # fmt: skip
             cfg = build_config(args.recipe, values)
-            summary = RECIPES[args.recipe][1](cfg, progress=not args.quiet)
+            seeds = getattr(args, "seeds", None)
+            if seeds is not None:
+                try:
+                    chosen = [int(x) for x in seeds.split(",") if x.strip()]
+                except ValueError:
+                    raise ValueError(f"--seeds: expected comma-separated integers, got "
+                                     f"{seeds!r}") from None  # fmt: skip
+                summary = train_personality_seeds(cfg, chosen, args.jobs)
+            else:
+                summary = RECIPES[args.recipe][1](cfg, progress=not args.quiet)
             words = sys.argv[1:] if argv is None else argv
             if args.recipe == "personality" and args.install:
                 install_personality(summary, "rapport train " + " ".join(words))

@@ -78,3 +78,40 @@ def test_command_line_trains_the_direct_variant_and_refuses_unknown_ones(setup, 
     assert printed["version"].startswith("rpr-") and printed["steps"] == 3
     assert json.loads((out / "summary.json").read_text())["reconstruction_val"] == {}
     assert train_main(["personality", "--out", str(out), "--variant", "nope", *common]) == 2
+
+
+def test_auxiliary_style_loss_changes_training_but_not_what_is_saved(setup) -> None:
+    base = dict(data_root=setup["world"], generator=setup["generator"], personal=setup["personal"],
+                steps=4, persons=4, windows=1, warmup=1, val_windows=8, eval_every=0,
+                device="cpu", sizes=SIZES)  # fmt: skip
+    plain = train_personality(TrainPersonalityConfig(out_dir=setup["base"] / "aux0",
+                                                     aux_weight=0.0, **base), progress=False)
+    aux = train_personality(TrainPersonalityConfig(out_dir=setup["base"] / "aux1",
+                                                   aux_weight=1.0, **base), progress=False)
+    assert aux["version"] != plain["version"]  # the style copy got the auxiliary gradient
+    assert aux["config"]["aux_weight"] == 1.0
+    gen, _ = load_generator(setup["generator"])
+    a, _ = load_personality(Path(aux["model"]), gen)
+    p, _ = load_personality(Path(plain["model"]), gen)
+    assert a.state_dict().keys() == p.state_dict().keys()  # the training-only head is not kept
+    with pytest.raises(ValueError, match="aux_weight"):
+        TrainPersonalityConfig(out_dir=setup["base"] / "bad", aux_weight=-1.0, **base)
+
+
+def test_command_line_keeps_the_seed_with_the_best_val_score(setup, capsys) -> None:
+    out = setup["base"] / "seeds"
+    common = ["personality", "--data", str(setup["world"]), "--generator", str(setup["generator"]),
+              "--personal", str(setup["personal"]), "--device", "cpu", "--steps", "2", "-q",
+              "--variant", "direct", "--set", "persons=4", "--set", f"sizes={json.dumps(SIZES)}"]
+    assert train_main([*common, "--out", str(out), "--seeds", "3,5"]) == 0
+    capsys.readouterr()
+    summary = json.loads((out / "summary.json").read_text())
+    rows = summary["seed_selection"]
+    assert [r["seed"] for r in rows] == [3, 5]
+    best = max(rows, key=lambda r: r["val_ccc"])
+    assert summary["seed"] == best["seed"] and summary["version"] == best["version"]
+    for r in rows:  # each candidate is a complete run of its own
+        run = json.loads((out / f"seed{r['seed']}" / "summary.json").read_text())
+        assert run["seed"] == r["seed"] and run["version"] == r["version"]
+    assert train_main([*common, "--out", str(out / "bad"), "--seeds", "1,x"]) == 2
+    assert train_main([*common, "--out", str(out / "twice"), "--seeds", "1,1"]) == 2
