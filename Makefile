@@ -91,8 +91,7 @@ ablation: world
 	$(PY) benchmarks/shift_ablation.py --world .cache/world-default
 
 # The personality model (models/weights/personality.safetensors): seeds 0-2, one core each, the
-# best on val installed; and the
-# ablation of its parts (docs/personality.md).
+# best on val installed. Then the ablation of its parts (docs/personality.md).
 personality: world
 	OMP_NUM_THREADS=1 $(VENV)/bin/rapport train personality --data .cache/world-default \
 		--out .cache/runs/personality --seeds 0,1,2 --jobs 2 --device cpu \

@@ -295,6 +295,10 @@ def main(argv: list[str] | None = None) -> int:
                                  "--install (the bundled generator)")  # fmt: skip
             cfg = build_config(args.recipe, values)
             seeds = getattr(args, "seeds", None)
+            if seeds is not None and args.seed is not None:
+                raise ValueError("give --seed or --seeds, not both")
+            if seeds is None and getattr(args, "jobs", 1) != 1:
+                raise ValueError("--jobs needs --seeds")
             if seeds is not None:
                 try:
                     chosen = [int(x) for x in seeds.split(",") if x.strip()]

@@ -417,13 +417,16 @@ def train_personality_seeds(cfg: TrainPersonalityConfig, seeds: list[int], jobs:
         raise ValueError(f"seeds: expected distinct seeds, got {seeds}")
     out = Path(cfg.out_dir)
     cfgs = [dataclasses.replace(cfg, seed=s, out_dir=out / f"seed{s}") for s in seeds]
+    log.info("personality: training seeds %s, %d at a time, without progress bars (runs in "
+             "%s/seed<S>)", seeds, jobs, out)  # fmt: skip
     summaries = train_many(cfgs, jobs)
     rows = [{"seed": r["seed"], "val_ccc": r["metrics"]["val"]["person"]["mean_ccc"],
              "val_pcc": r["metrics"]["val"]["person"]["mean_pcc"],
              "test_pcc": r["metrics"]["test"]["person"]["mean_pcc"],
              "test_ccc": r["metrics"]["test"]["person"]["mean_ccc"], "version": r["version"],
              "seconds": r["seconds"]} for r in summaries]  # fmt: skip
-    best = max(range(len(rows)), key=lambda i: rows[i]["val_ccc"])
+    scores = [r["val_ccc"] if math.isfinite(r["val_ccc"]) else -math.inf for r in rows]
+    best = max(range(len(rows)), key=scores.__getitem__)  # the first of any tie
     summary = {**summaries[best], "seed_selection": rows,
                "seconds_all_seeds": round(sum(r["seconds"] for r in rows), 1)}
     out.mkdir(parents=True, exist_ok=True)

@@ -115,3 +115,6 @@ def test_command_line_keeps_the_seed_with_the_best_val_score(setup, capsys) -> N
         assert run["seed"] == r["seed"] and run["version"] == r["version"]
     assert train_main([*common, "--out", str(out / "bad"), "--seeds", "1,x"]) == 2
     assert train_main([*common, "--out", str(out / "twice"), "--seeds", "1,1"]) == 2
+    assert train_main([*common, "--out", str(out / "both"), "--seeds", "1,2", "--seed", "0"]) == 2
+    assert train_main([*common, "--out", str(out / "jobs"), "--jobs", "2"]) == 2
+    assert not (out / "both").exists() and not (out / "jobs").exists()  # refused before training
