@@ -21,8 +21,9 @@ frames, and a model that trusts them fully drifts window after window (a brow th
 high becomes 20 % too high a few seconds later). ``prev_noise`` adds Gaussian noise of a
 per-window standard deviation drawn from U(0, prev_noise) (in diffusion-space units, i.e. times
 each coefficient's spread) to the previous frames, and ``prev_drop`` hides them entirely for
-that share of windows, so the model learns to correct towards what the speaker and the
-listener's recent level imply rather than copy its input.
+that share of windows (1: always, as the live sampler runs without feedback), so the model
+learns to correct towards what the speaker and the listener's recent level imply rather than
+copy its input.
 """
 
 from __future__ import annotations
@@ -75,9 +76,9 @@ def diffusion_loss(denoiser: Denoiser, batch: Mapping[str, Tensor], ac: Tensor,
     noise = torch.randn(target.shape, generator=generator, device=generator.device,
                         dtype=target.dtype)  # fmt: skip
     step, noise = step.to(target.device), noise.to(target.device)
-    if not (0.0 <= cond_drop < 1.0 and 0.0 <= prev_drop < 1.0 and prev_noise >= 0.0):
-        raise ValueError(f"cond_drop and prev_drop must be in [0, 1) and prev_noise >= 0, got "
-                         f"{cond_drop}, {prev_drop}, {prev_noise}")  # fmt: skip
+    if not (0.0 <= cond_drop < 1.0 and 0.0 <= prev_drop <= 1.0 and prev_noise >= 0.0):
+        raise ValueError(f"cond_drop must be in [0, 1), prev_drop in [0, 1] and prev_noise "
+                         f">= 0, got {cond_drop}, {prev_drop}, {prev_noise}")  # fmt: skip
     prev, prev_valid = batch["listener_prev"], batch["prev_valid"] > 0  # (B, P, 58), (B, P)
     if prev_noise > 0:
         scale = torch.rand(b, generator=generator, device=generator.device) * prev_noise

@@ -139,7 +139,7 @@ def _stage(recipe: str, values: dict[str, Any], progress: bool) -> dict[str, Any
 
 def run_default(data: str, out: str, *, seed: int, device: str, install: bool, progress: bool,
                 overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
-    """Generator → style → shifts → PosNet → sampler tuning into ``out/<recipe>``; with
+    """Generator → style → PosNet → sampler tuning → spread → shifts into ``out/<recipe>``; with
     ``install`` the three weight files and ``training.json`` are copied into ``models/weights``.
     Finished stages are reused (see :func:`_stage`)."""
     root = Path(out)
@@ -153,16 +153,18 @@ def run_default(data: str, out: str, *, seed: int, device: str, install: bool, p
         "out_dir": dirs["generator"]}, progress)  # fmt: skip
     stages["style"] = _stage("style", {**common, **plan["style"], "out_dir": dirs["style"]},
                              progress)  # fmt: skip
-    stages["shifts"] = _stage("shifts", {
-        **common, "feature_cache": root / "features", **plan["shifts"],
-        "out_dir": dirs["shifts"], "generator": generator,
-        "style": dirs["style"] / "personal.safetensors"}, progress)  # fmt: skip
     stages["posnet"] = _stage("posnet", {
         **common, **plan["posnet"], "out_dir": dirs["posnet"], "generator": generator}, progress)
     stages["tune"] = _stage("tune", {
         **common, **plan["tune"], "out_dir": dirs["tune"], "generator": generator}, progress)
     stages["spread"] = _stage("spread", {
         **common, **plan["spread"], "out_dir": dirs["spread"], "generator": generator}, progress)
+    # after tuning: the shifts are trained in the regime the chosen sampler runs (with or
+    # without the previous frames fed back, TrainShiftsConfig.prev_drop)
+    stages["shifts"] = _stage("shifts", {
+        **common, "feature_cache": root / "features", **plan["shifts"],
+        "out_dir": dirs["shifts"], "generator": generator,
+        "style": dirs["style"] / "personal.safetensors"}, progress)  # fmt: skip
     seconds = {k: round(float(v.get("seconds", 0.0)), 1) for k, v in stages.items()}
     report = {
         "command": "rapport train default " + " ".join(sys.argv[2:]),
@@ -172,7 +174,8 @@ def run_default(data: str, out: str, *, seed: int, device: str, install: bool, p
                                                            "parameters", "train_windows")},
         "style": stages["style"]["metrics"],
         "shifts": {**stages["shifts"]["metrics"],
-                   "hyper_parameters": stages["shifts"]["hyper_parameters"]},
+                   "hyper_parameters": stages["shifts"]["hyper_parameters"],
+                   "prev_drop": stages["shifts"]["prev_drop"]},
         "posnet": stages["posnet"]["val"],
         "sampler": stages["tune"]["chosen"], "sampler_grid": stages["tune"]["grid"],
         "expression_spread": stages["spread"]["expression_spread"],
@@ -213,6 +216,16 @@ def install_spread(summary: dict[str, Any], command: str) -> None:
     """Record a measurement of the bundled generator's population spread in ``training.json``."""
     _record({"expression_spread": {**summary["expression_spread"], "command": command,
                                    "seconds_taken": summary["seconds"]}})  # fmt: skip
+
+
+def install_shifts(summary: dict[str, Any], command: str) -> None:
+    """Copy a hypernetwork trained on the bundled generator and style encoder into
+    ``models/weights`` and record it in ``training.json``."""
+    shutil.copyfile(summary["model"], DEFAULT_WEIGHTS / "personal.safetensors")
+    _record({"shifts": {**summary["metrics"], "hyper_parameters": summary["hyper_parameters"],
+                        "prev_drop": summary["prev_drop"]},
+             "shifts_retrained": {"command": command, "seconds": summary["seconds"],
+                                  "steps": summary["steps"], "seed": summary["seed"]}})
 
 
 def install_tune(summary: dict[str, Any], command: str) -> None:
@@ -262,6 +275,10 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--install", action="store_true",
                            help="rewrite the bundled generator (models/weights) in place and "
                                 "record the result in its training.json")  # fmt: skip
+        if name == "shifts":
+            p.add_argument("--install", action="store_true",
+                           help="train on the bundled generator and style encoder, then replace "
+                                "the bundled hypernetwork and record it in training.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
@@ -290,6 +307,14 @@ def main(argv: list[str] | None = None) -> int:
                 if Path(given).resolve() != bundled.resolve():
                     raise ValueError(f"{args.recipe} --install rewrites the bundled generator "
                                      f"{bundled}; got --generator {given}")  # fmt: skip
+            if args.recipe == "shifts" and args.install:
+                for key, file in (("generator", "generator.safetensors"),
+                                  ("style", "personal.safetensors")):
+                    bundled = DEFAULT_WEIGHTS / file
+                    given = values.setdefault(key, str(bundled))
+                    if Path(given).resolve() != bundled.resolve():
+                        raise ValueError(f"shifts --install trains on the bundled {key} "
+                                         f"{bundled}; got --{key} {given}")  # fmt: skip
             if args.recipe in ("tune", "spread") and "generator" not in values:
                 raise ValueError(f"{args.recipe}: give --generator CKPT (rewritten in place) or "
                                  "--install (the bundled generator)")  # fmt: skip
@@ -311,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
             words = sys.argv[1:] if argv is None else argv
             if args.recipe == "personality" and args.install:
                 install_personality(summary, "rapport train " + " ".join(words))
+            if args.recipe == "shifts" and args.install:
+                install_shifts(summary, "rapport train " + " ".join(words))
             if args.recipe == "tune" and args.install:
                 install_tune(summary, "rapport train " + " ".join(words))
             if args.recipe == "spread" and args.install:

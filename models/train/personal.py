@@ -98,12 +98,28 @@ class TrainShiftsConfig:
     """Hypernetwork sizes (rank and style size are taken from the generator and encoder)."""
     feature_cache: str | Path | None = None
     """Folder caching the audio features (as the generator recipe's)."""
+    prev_drop: float | None = None
+    """Share of training windows whose previous listener frames are hidden. ``None``: as the
+    live sampler runs the generator, 1.0 (always hidden) when its ``sample_feedback`` is off, 0
+    when it is on. The shifts must carry the person where the live windows see no previous
+    frames of that person."""
+    cond_drop: float = 0.0
+    """Share of windows whose speaker context is hidden (the unconditional branch that
+    classifier-free guidance also runs under the listener's shifts)."""
+    high_noise: float = 0.0
+    """Share of windows whose diffusion step is drawn from the noisier half only (where the
+    live few-step sampler works); see :func:`~models.generator.loss.diffusion_loss`."""
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.crops_per_clip < 1:
             raise ValueError("steps, batch_size and crops_per_clip must be at least 1")
         if self.lr <= 0 or self.warmup < 0:
             raise ValueError("lr must be positive and warmup non-negative")
+        if self.prev_drop is not None and not 0.0 <= self.prev_drop <= 1.0:
+            raise ValueError(f"prev_drop must be in [0, 1] or None, got {self.prev_drop}")
+        if not 0.0 <= self.cond_drop < 1.0 or not 0.0 <= self.high_noise <= 1.0:
+            raise ValueError(f"cond_drop must be in [0, 1) and high_noise in [0, 1], got "
+                             f"{self.cond_drop}, {self.high_noise}")  # fmt: skip
 
 
 def _person_clips(ds: ReactDataset, frames: int) -> dict[str, list[np.ndarray]]:
@@ -246,6 +262,9 @@ def train_shifts(cfg: TrainShiftsConfig, *, progress: bool = True) -> dict[str, 
         p.requires_grad_(False)
     encoder, _, _ = load_personal(cfg.style, device=device)
     gcfg = model.config
+    prev_drop = cfg.prev_drop
+    if prev_drop is None:
+        prev_drop = 0.0 if gcfg.sample_feedback else 1.0
     cache = Path(cfg.feature_cache) if cfg.feature_cache else None
     train = ReactDataset(cfg.data_root, "train", cache_dir=cache, cache_clips=4096)
     with torch.no_grad():
@@ -275,6 +294,8 @@ def train_shifts(cfg: TrainShiftsConfig, *, progress: bool = True) -> dict[str, 
                             sampler=StepSampler(len(keep), cfg.seed),
                             generator=torch.Generator().manual_seed(cfg.seed))  # fmt: skip
         batches = iter(loader)
+        regime = {"prev_drop": prev_drop, "cond_drop": cfg.cond_drop,
+                  "high_noise": cfg.high_noise}  # fmt: skip
         model.train()  # dropout as in the generator's training; weights stay frozen
         bar = tqdm(range(cfg.steps), desc="shifts", unit="step", disable=not progress)
         loss_ema = base_ema = None
@@ -286,12 +307,13 @@ def train_shifts(cfg: TrainShiftsConfig, *, progress: bool = True) -> dict[str, 
             picks = [others[i][int(rng.integers(len(others[i])))] for i in idx]
             styles = torch.stack([bank[c][int(rng.integers(cfg.crops_per_clip))] for c in picks])
             state = noise_gen.get_state()
-            loss = diffusion_loss(model, batch, ac, noise_gen, to_shifts(hyper(styles)))
+            loss = diffusion_loss(model, batch, ac, noise_gen, to_shifts(hyper(styles)),
+                                  **regime)
             if step % 10 == 0:  # the same noise without shifts: what personalisation gains
                 after = noise_gen.get_state()
                 noise_gen.set_state(state)
                 with torch.no_grad():
-                    base = diffusion_loss(model, batch, ac, noise_gen).item()
+                    base = diffusion_loss(model, batch, ac, noise_gen, **regime).item()
                 noise_gen.set_state(after)
                 base_ema = base if base_ema is None else 0.9 * base_ema + 0.1 * base
             opt.zero_grad(set_to_none=True)
@@ -307,7 +329,7 @@ def train_shifts(cfg: TrainShiftsConfig, *, progress: bool = True) -> dict[str, 
         del batches
     seconds = time.perf_counter() - start
     extra = {"recipe": "shifts", "seed": cfg.seed, "steps": cfg.steps,
-             "shift_layers": list(gcfg.shift_layers),
+             "shift_layers": list(gcfg.shift_layers), "prev_drop": prev_drop,
              "metrics": {"train_loss_ema": loss_ema, "generic_loss_ema": base_ema},
              "seconds": round(seconds, 1), "config": config_json(cfg),
              "style_metrics": load_personal(cfg.style)[2].get("metrics")}  # fmt: skip

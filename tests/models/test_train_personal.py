@@ -254,3 +254,67 @@ def test_spread_install_measures_the_train_population_into_the_bundled_generator
         SpreadConfig(data_root=world, out_dir=tmp_path, generator=source, split="test")
     with pytest.raises(ValueError, match="expression_spread must be a positive number"):
         dataclasses.replace(model.config, expression_spread=-1.0)
+
+
+def test_shifts_install_trains_in_the_live_regime_and_replaces_the_bundled_hypernetwork(
+        world: Path, runs: dict, tmp_path: Path, monkeypatch) -> None:  # fmt: skip
+    import shutil
+
+    import models.train.__main__ as cli
+    from models.generator.checkpoint import save_generator
+    from models.personal.enrolment import model_hash
+
+    bundled = tmp_path / "weights"
+    bundled.mkdir()
+    model, meta = load_generator(runs["base"] / "gen/generator.safetensors")
+    model.config = dataclasses.replace(model.config, sample_feedback=False)  # as tuned
+    save_generator(model, bundled / "generator.safetensors", meta["extra"])
+    shutil.copyfile(runs["base"] / "style/personal.safetensors", bundled / "personal.safetensors")
+    (bundled / "training.json").write_text(json.dumps({"seed": 0, "shifts": {"old": 1}}))
+    monkeypatch.setattr(cli, "DEFAULT_WEIGHTS", bundled)
+    common = ["shifts", "--data", str(world), "--out", str(tmp_path / "shifts"), "--device",
+              "cpu", "--steps", "20", "--set", "batch_size=8", "--set", "crops_per_clip=2", "-q"]
+    other = str(runs["base"] / "gen/generator.safetensors")
+    assert cli.main([*common, "--install", "--generator", other]) == 2  # bundled only
+    assert not (tmp_path / "shifts").exists()  # refused before training
+    style_before, _, _ = load_personal(bundled / "personal.safetensors")
+    assert cli.main([*common, "--install"]) == 0
+    style, hyper, extra = load_personal(bundled / "personal.safetensors")
+    assert hyper is not None and model_hash(style) == model_hash(style_before)
+    record = json.loads((bundled / "training.json").read_text())
+    assert record["seed"] == 0 and "old" not in record["shifts"]
+    # the generator runs without feedback, so the shifts never saw previous frames
+    assert record["shifts"]["prev_drop"] == 1.0 and extra["prev_drop"] == 1.0
+    assert record["shifts_retrained"]["command"].startswith("rapport train shifts")
+    assert record["shifts_retrained"]["steps"] == 20
+    # the fixture's generator feeds back (the default): its shifts saw the previous frames
+    assert runs["shifts"]["prev_drop"] == 0.0
+
+
+def test_shifts_config_checks_its_training_regime(tmp_path: Path) -> None:
+    base = {"data_root": tmp_path, "out_dir": tmp_path, "generator": "g", "style": "s"}
+    assert TrainShiftsConfig(**base, prev_drop=1.0).prev_drop == 1.0
+    for bad in ({"prev_drop": 1.5}, {"prev_drop": -0.1}, {"cond_drop": 1.0},
+                {"high_noise": 2.0}):  # fmt: skip
+        with pytest.raises(ValueError, match="prev_drop|cond_drop"):
+            TrainShiftsConfig(**base, **bad)
+
+
+def test_prev_drop_one_hides_every_previous_frame(runs: dict, world: Path) -> None:
+    model, _ = load_generator(runs["base"] / "gen/generator.safetensors")
+    train = ReactDataset(world, "train")
+    windows = WindowDataset(train, w=TINY.window, context=TINY.context, prev=TINY.prev)
+    items = [windows[k] for k in range(0, 40, 5)]
+    batch = {k: torch.stack([it[k] for it in items]) for k in items[0] if k not in ("index", "t")}
+    assert batch["prev_valid"].any()
+    hidden = {**batch, "prev_valid": torch.zeros_like(batch["prev_valid"])}
+    ac = alphas_cumprod(TINY.diffusion_steps, TINY.schedule_offset)
+    model.eval()
+    with torch.no_grad():
+        dropped = diffusion_loss(model, batch, ac, torch.Generator().manual_seed(3),
+                                 prev_drop=1.0).item()  # fmt: skip
+        # the same step and noise (drawn before the drop) with the frames marked invalid
+        expect = diffusion_loss(model, hidden, ac, torch.Generator().manual_seed(3)).item()
+        kept = diffusion_loss(model, batch, ac, torch.Generator().manual_seed(3)).item()
+    assert dropped != kept
+    assert dropped == pytest.approx(expect, abs=1e-6)
