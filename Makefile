@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 MEDIA := .cache/media
 
 .PHONY: setup system venv media web serve test test-all lint bench fit-face world eval-baselines \
-	weights eval-generator ablation personality personality-ablation clean
+	weights shifts eval-generator ablation personality personality-ablation clean
 
 setup: system venv media web
 
@@ -82,6 +82,13 @@ eval-baselines: world
 weights: world
 	$(VENV)/bin/rapport train default --data .cache/world-default --out .cache/runs/default \
 		--seed 0 --device cpu --install
+
+# Retrain the bundled hypernetwork in place on the bundled generator and style encoder (seed 0),
+# in the regime of the tuned live sampler.
+shifts: world
+	OMP_NUM_THREADS=1 $(VENV)/bin/rapport train shifts --data .cache/world-default \
+		--out .cache/runs/shifts --seed 0 --device cpu \
+		--set feature_cache=.cache/features-world-default --install
 
 # The README's generation tables (appropriateness, personalisation, smoothness; ablation).
 eval-generator: world

@@ -7,7 +7,8 @@ another of its clips:
 
 - **held-out loss**: the generator's diffusion loss on test windows with the listener's shifts,
   next to the same windows without shifts (fixed diffusion steps and noise), so the gain is the
-  personalisation's own effect;
+  personalisation's own effect; in the live sampler's regime (previous frames hidden when it
+  runs without feedback, as the shifts are trained);
 - **own-listener appropriateness**: FRCorr and FRDist of ``k`` online reactions against the
   listener's own reaction (the person-specific neighbour set), for ``samples`` test samples.
 
@@ -64,6 +65,7 @@ def held_out_loss(model, encoder, hyper, test: ReactDataset, windows: int, seed:
         if i not in enrolled:
             enrolled[i] = enrol(encoder, hyper, test.history(i, 10.0, rng)).factors
     ac = alphas_cumprod(cfg.diffusion_steps, cfg.schedule_offset)
+    regime = {"prev_drop": 0.0 if cfg.sample_feedback else 1.0}  # as the live sampler runs
     generic = personal = 0.0
     chunks = [items[j: j + 64] for j in range(0, len(items), 64)]
     with torch.no_grad():
@@ -75,10 +77,10 @@ def held_out_loss(model, encoder, hyper, test: ReactDataset, windows: int, seed:
                        for name in hyper.targets}  # fmt: skip
             for s in range(4):
                 g = torch.Generator().manual_seed(1000 * c + s)
-                generic += diffusion_loss(model, batch, ac, g).item() * len(chunk)
+                generic += diffusion_loss(model, batch, ac, g, **regime).item() * len(chunk)
                 g = torch.Generator().manual_seed(1000 * c + s)
-                personal += diffusion_loss(model, batch, ac, g, to_shifts(factors)).item() * len(
-                    chunk)
+                personal += diffusion_loss(model, batch, ac, g, to_shifts(factors),
+                                           **regime).item() * len(chunk)  # fmt: skip
     n = 4 * len(items)
     return {"generic": generic / n, "personalised": personal / n,
             "gain_percent": 100 * (1 - personal / generic)}  # fmt: skip
@@ -89,8 +91,8 @@ def main() -> None:
     ap.add_argument("--world", default=str(ROOT / ".cache/world-default"))
     ap.add_argument("--weights", default=str(ROOT / "models/weights"))
     ap.add_argument("--runs", default=str(ROOT / ".cache/runs/shift-ablation"))
-    ap.add_argument("--feature-cache", default=str(ROOT / ".cache/runs/default/features"),
-                    help="audio-feature cache (the default pipeline's)")
+    ap.add_argument("--feature-cache", default=str(ROOT / ".cache/features-world-default"),
+                    help="audio-feature cache (the one `make world` fills)")
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--samples", type=int, default=24)
     ap.add_argument("--k", type=int, default=5)

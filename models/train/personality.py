@@ -99,6 +99,10 @@ class TrainPersonalityConfig:
     small head used only in training (graph variants only; the estimate still comes from the
     graph alone; 0: none). Chosen on the val persons over seeds 0 to 2: the full model's mean
     val CCC went from 0.41 (s.d. 0.11) without it to 0.47 (0.05) with 1; 3 was worse on seed 2."""
+    prev_drop: float | None = None
+    """Share of reconstruction windows whose previous listener frames are hidden; ``None``: as
+    the live sampler runs the generator (1 without feedback, 0 with it), the regime the bundled
+    shifts are trained in (``TrainShiftsConfig.prev_drop``)."""
     seconds: float = 10.0
     val_windows: int = 256
     eval_every: int = 50
@@ -118,6 +122,8 @@ class TrainPersonalityConfig:
         if self.lr <= 0 or min(self.lr_personal, self.rec_weight, self.aux_weight, self.warmup) < 0:
             raise ValueError("lr must be positive; lr_personal, rec_weight, aux_weight and "
                              "warmup non-negative")
+        if self.prev_drop is not None and not 0.0 <= self.prev_drop <= 1.0:
+            raise ValueError(f"prev_drop must be in [0, 1] or None, got {self.prev_drop}")
         variant_config(self.variant)  # an unknown variant fails here, before any work
 
 
@@ -230,16 +236,25 @@ def _step(model: PersonalityModel, generator: Denoiser, batch_persons: list[Pers
         if len(items) != cfg.windows * len(batch_persons):
             raise DatasetError("a train person has no reconstruction window")
         shifts = to_shifts(_repeat(factors, cfg.windows))
-        rec_loss = diffusion_loss(generator, _collate(windows, items, device), ac, noise, shifts)
+        rec_loss = diffusion_loss(generator, _collate(windows, items, device), ac, noise, shifts,
+                                  prev_drop=live_prev_drop(cfg.prev_drop, generator))
         loss = loss + cfg.rec_weight * rec_loss
         rec = rec_loss.item()
     return loss, trait_loss.item(), rec
 
 
+def live_prev_drop(prev_drop: float | None, generator: Denoiser) -> float:
+    """``prev_drop``, or for ``None`` the live sampler's regime: 1 without feedback, else 0."""
+    if prev_drop is not None:
+        return prev_drop
+    return 0.0 if generator.config.sample_feedback else 1.0
+
+
 @torch.no_grad()
 def reconstruction_check(generator: Denoiser, persons: list[Person], windows: WindowDataset,
                          paths: dict[str, tuple[Any, HyperNetwork]], frames: int, count: int,
-                         seed: int, device: torch.device) -> dict[str, float]:  # fmt: skip
+                         seed: int, device: torch.device, prev_drop: float = 0.0
+                         ) -> dict[str, float]:  # fmt: skip
     """Diffusion loss on ``count`` val windows with the same noise: generic and with each
     enrolment path's key (style from a crop of another clip of the same person)."""
     rng = np.random.default_rng(seed)
@@ -264,7 +279,8 @@ def reconstruction_check(generator: Denoiser, persons: list[Person], windows: Wi
             if style is not None:
                 shifts = to_shifts(hyper(style(crops[s: s + 64].to(device))))
             n = len(items[s: s + 64])
-            total += diffusion_loss(generator, batch, ac.to(device), noise, shifts).item() * n
+            total += diffusion_loss(generator, batch, ac.to(device), noise, shifts,
+                                    prev_drop=prev_drop).item() * n
         out[name] = total / len(items)
     return out
 
@@ -368,7 +384,8 @@ def train_personality(cfg: TrainPersonalityConfig, *, progress: bool = True) -> 
             rec_val = reconstruction_check(
                 generator, persons["val"], windows["val"],
                 {"bundled": (style, hyper), "joint": (model.style, model.hyper)}, frames,
-                cfg.val_windows, cfg.seed, device)  # fmt: skip
+                cfg.val_windows, cfg.seed, device,
+                live_prev_drop(cfg.prev_drop, generator))  # fmt: skip
     seconds = time.perf_counter() - start
     sizes = {s: {"persons": len(persons[s]), "clips": sum(len(p.clips) for p in persons[s])}
              for s in persons}  # fmt: skip

@@ -118,3 +118,23 @@ def test_command_line_keeps_the_seed_with_the_best_val_score(setup, capsys) -> N
     assert train_main([*common, "--out", str(out / "both"), "--seeds", "1,2", "--seed", "0"]) == 2
     assert train_main([*common, "--out", str(out / "jobs"), "--jobs", "2"]) == 2
     assert not (out / "both").exists() and not (out / "jobs").exists()  # refused before training
+
+
+def test_reconstruction_follows_the_live_sampler_regime(setup) -> None:
+    from models.train.personality import live_prev_drop
+
+    gen, _ = load_generator(setup["generator"])
+    assert live_prev_drop(None, gen) == 0.0  # the tiny generator feeds back (the default)
+    gen.config = dataclasses.replace(gen.config, sample_feedback=False)
+    assert live_prev_drop(None, gen) == 1.0 and live_prev_drop(0.3, gen) == 0.3
+    base = dict(data_root=setup["world"], generator=setup["generator"], personal=setup["personal"],
+                steps=3, persons=4, windows=1, warmup=1, val_windows=8, eval_every=0,
+                device="cpu", sizes=SIZES)  # fmt: skip
+    kept = train_personality(TrainPersonalityConfig(out_dir=setup["base"] / "prev0",
+                                                    prev_drop=0.0, **base), progress=False)
+    hidden = train_personality(TrainPersonalityConfig(out_dir=setup["base"] / "prev1",
+                                                      prev_drop=1.0, **base), progress=False)
+    assert hidden["version"] != kept["version"]  # the reconstruction gradient differs
+    assert hidden["reconstruction_val"]["generic"] != kept["reconstruction_val"]["generic"]
+    with pytest.raises(ValueError, match="prev_drop"):
+        TrainPersonalityConfig(out_dir=setup["base"] / "bad", prev_drop=2.0, **base)
