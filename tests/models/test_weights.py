@@ -53,6 +53,8 @@ def test_defaults_load_with_their_tuned_sampler(models) -> None:  # noqa: ANN001
     assert models.posnet.config.window == cfg.window
     assert not torch.allclose(models.generator.face_std, torch.ones(layout.DIM))
     assert cfg.expression_spread == report["expression_spread"]["value"] > 0
+    # the bundled shifts were trained in the regime the tuned sampler runs
+    assert report["shifts"]["prev_drop"] == (0.0 if cfg.sample_feedback else 1.0)
 
 
 def test_default_reactions_are_in_range_and_diverse(models, world: Path) -> None:  # noqa: ANN001
