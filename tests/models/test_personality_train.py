@@ -42,6 +42,13 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             "personal": base / "personal.safetensors"}  # fmt: skip
 
 
+def small_run(setup: dict[str, Path], steps: int) -> dict:
+    """Config fields of a few-step run on the tiny world, without val selection."""
+    return dict(data_root=setup["world"], generator=setup["generator"], personal=setup["personal"],
+                steps=steps, persons=4, windows=1, warmup=1, val_windows=8, eval_every=0,
+                device="cpu", sizes=SIZES)  # fmt: skip
+
+
 def test_recipe_trains_scores_and_leaves_the_enrolment_path_it_started_from(setup) -> None:
     before = load_personal(setup["personal"])[1].state_dict()
     cfg = TrainPersonalityConfig(data_root=setup["world"], out_dir=setup["base"] / "run",
@@ -81,9 +88,7 @@ def test_command_line_trains_the_direct_variant_and_refuses_unknown_ones(setup, 
 
 
 def test_auxiliary_style_loss_changes_training_but_not_what_is_saved(setup) -> None:
-    base = dict(data_root=setup["world"], generator=setup["generator"], personal=setup["personal"],
-                steps=4, persons=4, windows=1, warmup=1, val_windows=8, eval_every=0,
-                device="cpu", sizes=SIZES)  # fmt: skip
+    base = small_run(setup, steps=4)
     plain = train_personality(TrainPersonalityConfig(out_dir=setup["base"] / "aux0",
                                                      aux_weight=0.0, **base), progress=False)
     aux = train_personality(TrainPersonalityConfig(out_dir=setup["base"] / "aux1",
@@ -127,9 +132,7 @@ def test_reconstruction_follows_the_live_sampler_regime(setup) -> None:
     assert live_prev_drop(None, gen) == 0.0  # the tiny generator feeds back (the default)
     gen.config = dataclasses.replace(gen.config, sample_feedback=False)
     assert live_prev_drop(None, gen) == 1.0 and live_prev_drop(0.3, gen) == 0.3
-    base = dict(data_root=setup["world"], generator=setup["generator"], personal=setup["personal"],
-                steps=3, persons=4, windows=1, warmup=1, val_windows=8, eval_every=0,
-                device="cpu", sizes=SIZES)  # fmt: skip
+    base = small_run(setup, steps=3)
     kept = train_personality(TrainPersonalityConfig(out_dir=setup["base"] / "prev0",
                                                     prev_drop=0.0, **base), progress=False)
     hidden = train_personality(TrainPersonalityConfig(out_dir=setup["base"] / "prev1",
