@@ -27,8 +27,9 @@ class GeneratorConfig:
     """Every size of the generator. Frame counts are at 25 fps."""
 
     hash_exclude: ClassVar[tuple[str, ...]] = ("sample_steps", "sample_guidance",
-                                               "sample_feedback", "expression_spread")  # fmt: skip
-    """Live-sampler defaults and the population's expression spread, not part of the model: the
+                                               "sample_feedback", "expression_spread",
+                                               "shift_spread_gain")  # fmt: skip
+    """Live-sampler defaults and the population's measured spreads, not part of the model: the
     fingerprint of a generator (``models.personal.enrolment.model_hash``) does not change when
     they are retuned or measured."""
 
@@ -73,6 +74,12 @@ class GeneratorConfig:
     expression_spread`` over every train clip; ``rapport train spread`` measures it). An
     enrolled listener's reaction is scaled by their own spread relative to it
     (``models.generator.online.EXPRESSIVITY_POWER``); ``None``: no scaling."""
+    shift_spread_gain: float | None = None
+    """How much the listeners' shifts shrink the generated expression: the expression spread of
+    the generic model's online reactions over that of the same reactions under each listener's
+    shifts, on train persons (``rapport train spread --personal CKPT`` measures it for one
+    hypernetwork). An enrolled session with shifts and a resting face has its expressivity gain
+    multiplied by it, so the shifts change the reaction's form, not its amplitude; ``None``: 1."""
     schedule_offset: float = 0.008
     """``s`` of the cosine schedule (Nichol & Dhariwal 2021)."""
     shift_rank: int = 4
@@ -104,6 +111,11 @@ class GeneratorConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if not 0.0 <= self.sample_guidance <= 10.0:
             raise ValueError(f"sample_guidance must be in [0, 10], got {self.sample_guidance}")
+        if self.shift_spread_gain is not None and not (
+                isinstance(self.shift_spread_gain, int | float)
+                and math.isfinite(self.shift_spread_gain) and self.shift_spread_gain > 0):
+            raise ValueError(f"shift_spread_gain must be a positive number or null, got "
+                             f"{self.shift_spread_gain!r}")  # fmt: skip
         if self.expression_spread is not None and not (
                 isinstance(self.expression_spread, int | float)
                 and math.isfinite(self.expression_spread) and self.expression_spread > 0):

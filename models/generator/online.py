@@ -185,7 +185,10 @@ class OnlineRunner:
         reaction moves like the generic one around this person's own resting face. ``spread``,
         the enrolment clip's expression spread, then also scales the expression about that
         level by the person's expressivity (:data:`EXPRESSIVITY_POWER`; only with ``rest``,
-        without feedback and when the generator knows its population's spread)."""
+        without feedback and when the generator knows its population's spread). With ``shifts``
+        as well, the gain is multiplied by ``GeneratorConfig.shift_spread_gain`` when the
+        generator holds it, which restores the expression spread the shifts remove (both
+        clipped together to :data:`EXPRESSIVITY_RANGE`)."""
         gain = self._gain(spread)
         if rest is not None:
             rest = np.asarray(rest.cpu() if isinstance(rest, Tensor) else rest, np.float32)
@@ -199,6 +202,9 @@ class OnlineRunner:
                 if (a.shape[0], b.shape[1]) != self._targets[name] or a.shape[1] != b.shape[0]:
                     raise ValueError(f"shift {name!r}: {tuple(a.shape)} @ {tuple(b.shape)} does "
                                      f"not fit {self._targets[name]}")  # fmt: skip
+        compensation = self.model.config.shift_spread_gain
+        if shifts is not None and compensation is not None:  # the spread the shifts remove
+            gain = float(np.clip(gain * compensation, *EXPRESSIVITY_RANGE))
         session = Session(self.context, self.prev, self.window, seed, shifts, rest=rest,
                           gain=gain if rest is not None and not self.feedback else 1.0)
         if rest is not None and self.feedback:

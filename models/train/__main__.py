@@ -9,7 +9,7 @@ are the fields of the recipe's config dataclass; an unknown key is an error that
 ones) and ``--set KEY=VALUE`` overrides (values parsed as JSON, else kept as strings). Flags win
 over ``--set``, which wins over the file. ``default`` runs the whole pipeline that produces the
 bundled weights (``models/weights``): generator, style encoder, shifts, PosNet, sampler tuning,
-the population's expression spread.
+the population's expression spread and the shifts' spread gain.
 ``personality`` trains the personality model on the bundled generator and enrolment path;
 with ``--install`` its checkpoint joins the bundled weights.
 """
@@ -139,7 +139,8 @@ def _stage(recipe: str, values: dict[str, Any], progress: bool) -> dict[str, Any
 
 def run_default(data: str, out: str, *, seed: int, device: str, install: bool, progress: bool,
                 overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
-    """Generator → style → PosNet → sampler tuning → spread → shifts into ``out/<recipe>``; with
+    """Generator → style → PosNet → sampler tuning → spread → shifts → the shifts' spread gain
+    (``out/compensation``) into ``out/<recipe>``; with
     ``install`` the three weight files and ``training.json`` are copied into ``models/weights``.
     Finished stages are reused (see :func:`_stage`)."""
     root = Path(out)
@@ -165,6 +166,10 @@ def run_default(data: str, out: str, *, seed: int, device: str, install: bool, p
         **common, "feature_cache": root / "features", **plan["shifts"],
         "out_dir": dirs["shifts"], "generator": generator,
         "style": dirs["style"] / "personal.safetensors"}, progress)  # fmt: skip
+    # after the shifts: how much they shrink the reaction, measured into the generator
+    stages["compensation"] = _stage("spread", {
+        **common, **plan["spread"], "out_dir": root / "compensation", "generator": generator,
+        "personal": dirs["shifts"] / "personal.safetensors"}, progress)  # fmt: skip
     seconds = {k: round(float(v.get("seconds", 0.0)), 1) for k, v in stages.items()}
     report = {
         "command": "rapport train default " + " ".join(sys.argv[2:]),
@@ -179,6 +184,7 @@ def run_default(data: str, out: str, *, seed: int, device: str, install: bool, p
         "posnet": stages["posnet"]["val"],
         "sampler": stages["tune"]["chosen"], "sampler_grid": stages["tune"]["grid"],
         "expression_spread": stages["spread"]["expression_spread"],
+        "shift_spread_gain": stages["compensation"]["shift_spread_gain"],
         "plan": plan,
     }  # fmt: skip
     (root / "training.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -213,9 +219,13 @@ def install_personality(summary: dict[str, Any], command: str) -> None:
 
 
 def install_spread(summary: dict[str, Any], command: str) -> None:
-    """Record a measurement of the bundled generator's population spread in ``training.json``."""
-    _record({"expression_spread": {**summary["expression_spread"], "command": command,
-                                   "seconds_taken": summary["seconds"]}})  # fmt: skip
+    """Record a measurement of the bundled generator's population spread (and, when measured,
+    the shifts' spread gain) in ``training.json``."""
+    entries = {"expression_spread": {**summary["expression_spread"], "command": command,
+                                     "seconds_taken": summary["seconds"]}}  # fmt: skip
+    if "shift_spread_gain" in summary:
+        entries["shift_spread_gain"] = {**summary["shift_spread_gain"], "command": command}
+    _record(entries)
 
 
 def install_shifts(summary: dict[str, Any], command: str) -> None:
@@ -264,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--style", help="style checkpoint from the style recipe")
         if name == "personality":
             p.add_argument("--personal", help="style + hypernetwork checkpoint to start from")
+        if name == "spread":
+            p.add_argument("--personal", help="also measure the spread gain of this style + "
+                                              "hypernetwork checkpoint's shifts")  # fmt: skip
             p.add_argument("--variant", help="full (default), matrix-no-edges, vector-gcn, direct")
             p.add_argument("--seeds", help="comma-separated seeds: train once per seed and keep "
                                            "the run with the best val CCC")  # fmt: skip

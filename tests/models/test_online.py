@@ -201,6 +201,52 @@ def test_seam_easing_fades_the_expression_step_and_leaves_the_pose() -> None:
         OnlineRunner(model, None, ease_frames=w)
 
 
+def test_shift_spread_gain_multiplies_the_expressivity_of_sessions_with_shifts(runner) -> None:
+    import dataclasses
+
+    from models.generator.online import EXPRESSIVITY_POWER, EXPRESSIVITY_RANGE
+
+    population = 0.2
+    config = dataclasses.replace(runner.model.config, expression_spread=population,
+                                 shift_spread_gain=1.25)  # fmt: skip
+    model = Denoiser(config)
+    model.load_state_dict(runner.model.state_dict())
+    quiet = OnlineRunner(model, None, steps=2, feedback=False, ease_frames=0)
+    r = config.shift_rank
+    shifts = {name: (torch.randn(o, r) * 0.3, torch.randn(r, i) * 0.3)
+              for name, (o, i) in model.shift_targets().items()}  # fmt: skip
+    rest = np.full(layout.DIM, 0.2, np.float32)
+    expressivity = 1.5 ** EXPRESSIVITY_POWER
+    shifted = quiet.new_session(seed=0, shifts=shifts, rest=rest, spread=1.5 * population)
+    plain = quiet.new_session(seed=0, rest=rest, spread=1.5 * population)
+    assert shifted.gain == pytest.approx(1.25 * expressivity)
+    assert plain.gain == pytest.approx(expressivity)  # no shifts: nothing to restore
+    assert quiet.new_session(seed=0, shifts=shifts, rest=rest).gain == pytest.approx(1.25)
+    assert quiet.new_session(seed=0, shifts=shifts).gain == 1.0  # no resting face: no anchor
+    lo, hi = EXPRESSIVITY_RANGE
+    assert quiet.new_session(seed=0, shifts=shifts, rest=rest, spread=100.0).gain == hi
+    # the window is scaled about its level by that gain (same noise, same shifts)
+    stream = frames(np.random.default_rng(3), quiet.window)
+    one = OnlineRunner(Denoiser(dataclasses.replace(config, shift_spread_gain=None)), None,
+                       steps=2, feedback=False, ease_frames=0)  # fmt: skip
+    one.model.load_state_dict(runner.model.state_dict())
+    out = {}
+    for name, rn in (("compensated", quiet), ("plain", one)):
+        s = rn.new_session(seed=4, shifts=shifts, rest=rest, spread=population)
+        s.push_speaker(*stream)
+        out[name] = rn.step([s])[0]
+    base = one.new_session(seed=4, shifts=shifts)  # the unanchored shifted window
+    base.push_speaker(*stream)
+    raw = one.step([base])[0][:, :52]
+    level = raw.mean(axis=0)
+    np.testing.assert_allclose(out["compensated"][:, :52],
+                               np.clip(rest[:52] + 1.25 * (raw - level), 0, 1), atol=1e-5)
+    np.testing.assert_allclose(out["plain"][:, :52], np.clip(rest[:52] + raw - level, 0, 1),
+                               atol=1e-5)  # fmt: skip
+    with pytest.raises(ValueError, match="shift_spread_gain must be a positive number"):
+        dataclasses.replace(config, shift_spread_gain=0.0)
+
+
 def test_expressivity_gain_scales_an_enrolled_expression_about_its_level(runner) -> None:
     import dataclasses
 

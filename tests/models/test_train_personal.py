@@ -256,6 +256,57 @@ def test_spread_install_measures_the_train_population_into_the_bundled_generator
         dataclasses.replace(model.config, expression_spread=-1.0)
 
 
+def test_spread_with_a_hypernetwork_measures_how_much_its_shifts_shrink_the_reaction(
+        world: Path, runs: dict, tmp_path: Path, monkeypatch) -> None:  # fmt: skip
+    import shutil
+
+    import models.train.__main__ as cli
+    from models.personal.enrolment import model_hash
+    from models.train.spread import SpreadConfig, measure_spread, shift_spread_gain
+
+    path = tmp_path / "generator.safetensors"
+    shutil.copyfile(runs["base"] / "gen/generator.safetensors", path)
+    personal = runs["base"] / "shifts/personal.safetensors"
+    cfg = SpreadConfig(data_root=world, out_dir=tmp_path / "m", generator=path,
+                       personal=personal, samples=3, k=2)  # fmt: skip
+    summary = measure_spread(cfg, progress=False)
+    measured = summary["shift_spread_gain"]
+    assert measured["samples"] == 3 and measured["k"] == 2
+    assert measured["spread_generic"] > 0 and measured["spread_shifted"] > 0
+    assert measured["value"] == pytest.approx(measured["spread_generic"]
+                                              / measured["spread_shifted"])  # fmt: skip
+    model, meta = load_generator(path)
+    assert model.config.shift_spread_gain == measured["value"]
+    assert model.config.expression_spread == summary["expression_spread"]["value"]
+    assert meta["extra"]["shift_spread_gain"]["value"] == measured["value"]
+    before, _ = load_generator(runs["base"] / "gen/generator.safetensors")
+    assert before.config.shift_spread_gain is None
+    assert model_hash(before) == model_hash(model)  # enrolments and personality stay valid
+    # deterministic for a seed, and the measure is the shifts' own: the generic model compared
+    # with itself (a style-only checkpoint has no shifts) is refused
+    again = shift_spread_gain(before, personal, ReactDataset(world, "train"), samples=3, k=2,
+                              seed=0)  # fmt: skip
+    assert again["value"] == pytest.approx(measured["value"])
+    with pytest.raises(ValueError, match="holds no hypernetwork"):
+        shift_spread_gain(before, runs["base"] / "style/personal.safetensors",
+                          ReactDataset(world, "train"), samples=2, k=1, seed=0)
+    with pytest.raises(ValueError, match="samples and k must be at least 1"):
+        SpreadConfig(data_root=world, out_dir=tmp_path, generator=path, samples=0)
+    # the command line: --personal, recorded with --install
+    bundled = tmp_path / "weights"
+    bundled.mkdir()
+    shutil.copyfile(runs["base"] / "gen/generator.safetensors", bundled / "generator.safetensors")
+    (bundled / "training.json").write_text(json.dumps({"seed": 0}))
+    monkeypatch.setattr(cli, "DEFAULT_WEIGHTS", bundled)
+    assert cli.main(["spread", "--data", str(world), "--out", str(tmp_path / "c"), "-q",
+                     "--install", "--personal", str(personal), "--set", "samples=3"]) == 0
+    record = json.loads((bundled / "training.json").read_text())
+    installed, _ = load_generator(bundled / "generator.safetensors")
+    assert record["shift_spread_gain"]["value"] == installed.config.shift_spread_gain
+    assert record["shift_spread_gain"]["command"].startswith("rapport train spread")
+    assert record["shift_spread_gain"]["value"] == pytest.approx(measured["value"])
+
+
 def test_shifts_install_trains_in_the_live_regime_and_replaces_the_bundled_hypernetwork(
         world: Path, runs: dict, tmp_path: Path, monkeypatch) -> None:  # fmt: skip
     import shutil
