@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 MEDIA := .cache/media
 
 .PHONY: setup system venv media web serve test test-all lint bench fit-face world eval-baselines \
-	weights shifts eval-generator ablation personality personality-ablation clean
+	weights shifts spread-gain eval-generator eval-fresh ablation personality \
+	personality-ablation clean
 
 setup: system venv media web
 
@@ -90,9 +91,20 @@ shifts: world
 		--out .cache/runs/shifts --seed 0 --device cpu \
 		--set feature_cache=.cache/features-world-default --install
 
+# Measure how much the bundled shifts shrink the reaction into the bundled generator (seed 0).
+spread-gain: world
+	$(VENV)/bin/rapport train spread --data .cache/world-default --out .cache/runs/spread-shifts \
+		--install --personal models/weights/personal.safetensors
+
 # The README's generation tables (appropriateness, personalisation, smoothness; ablation).
 eval-generator: world
 	$(PY) benchmarks/generator_quality.py --world .cache/world-default
+
+# Personalisation on a fresh world (seed 1) whose 96 persons are all unseen.
+eval-fresh: setup
+	$(VENV)/bin/rapport world make --out .cache/world-fresh1 --seed 1 --listeners 48 \
+		--clips-per-listener 2 --overwrite
+	$(PY) benchmarks/personalisation_fresh.py --world .cache/world-fresh1 --parts
 
 ablation: world
 	$(PY) benchmarks/shift_ablation.py --world .cache/world-default

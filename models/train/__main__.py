@@ -272,11 +272,11 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--generator", help="generator checkpoint (frozen)")
         if name == "shifts":
             p.add_argument("--style", help="style checkpoint from the style recipe")
-        if name == "personality":
-            p.add_argument("--personal", help="style + hypernetwork checkpoint to start from")
         if name == "spread":
             p.add_argument("--personal", help="also measure the spread gain of this style + "
                                               "hypernetwork checkpoint's shifts")  # fmt: skip
+        if name == "personality":
+            p.add_argument("--personal", help="style + hypernetwork checkpoint to start from")
             p.add_argument("--variant", help="full (default), matrix-no-edges, vector-gcn, direct")
             p.add_argument("--seeds", help="comma-separated seeds: train once per seed and keep "
                                            "the run with the best val CCC")  # fmt: skip

@@ -330,6 +330,11 @@ def test_stream_with_an_enrolled_listener_uses_its_shifts(client, enrolled) -> N
             assert stored.spread is not None and stored.spread > 0 and population is not None
             expected = min(max((stored.spread / population) ** EXPRESSIVITY_POWER,
                                EXPRESSIVITY_RANGE[0]), EXPRESSIVITY_RANGE[1])  # fmt: skip
+            # ...times the spread the shifts remove (the bundled generator measures it)
+            compensation = engine.models.generator.config.shift_spread_gain
+            assert compensation is not None and compensation > 1
+            expected = min(max(expected * compensation, EXPRESSIVITY_RANGE[0]),
+                           EXPRESSIVITY_RANGE[1])  # fmt: skip
             assert online.gain == pytest.approx(expected)
         assert sessions[plain["session_id"]].online.shifts is None
         assert not sessions[plain["session_id"]].online.listener_ok.any()
