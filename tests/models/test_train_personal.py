@@ -369,3 +369,27 @@ def test_prev_drop_one_hides_every_previous_frame(runs: dict, world: Path) -> No
         kept = diffusion_loss(model, batch, ac, torch.Generator().manual_seed(3)).item()
     assert dropped != kept
     assert dropped == pytest.approx(expect, abs=1e-6)
+
+
+def test_default_pipeline_runs_every_stage_and_measures_the_shift_spread_gain_last(
+        world: Path, tmp_path: Path) -> None:  # fmt: skip
+    plan = {"generator": {"steps": 5, "batch_size": 8, "warmup": 1, "generator": TINY.to_dict()},
+            "style": {"steps": 3, "persons": 4},
+            "shifts": {"steps": 3, "batch_size": 8, "warmup": 1},
+            "posnet": {"steps": 3, "samples": 2, "val_samples": 2, "k": 2, "batch_size": 4,
+                       "unroll": 2},
+            "tune": {"samples": 2, "k": 2, "steps_grid": [1], "guidance_grid": [1.0]},
+            "spread": {"samples": 2, "k": 1}}  # fmt: skip
+    config = tmp_path / "plan.json"
+    config.write_text(json.dumps(plan))
+    out = tmp_path / "run"
+    assert train_main(["default", "--data", str(world), "--out", str(out), "--config",
+                       str(config), "--device", "cpu", "-q"]) == 0  # fmt: skip
+    report = json.loads((out / "training.json").read_text())
+    assert list(report["stage_seconds"]) == ["generator", "style", "posnet", "tune", "spread",
+                                             "shifts", "compensation"]  # fmt: skip
+    gain = report["shift_spread_gain"]
+    assert gain["personal"] == str(out / "shifts/personal.safetensors") and gain["samples"] == 2
+    model, _ = load_generator(out / "generator/generator.safetensors")
+    assert model.config.shift_spread_gain == gain["value"] > 0
+    assert model.config.expression_spread == report["expression_spread"]["value"]
