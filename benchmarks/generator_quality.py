@@ -40,61 +40,33 @@ import numpy as np
 import torch
 
 from models.baselines import NAMES, Baseline, BaselineConfig
-from models.data import emotion
 from models.data import react_layout as rl
-from models.data.dataset import ReactDataset, Sample
-from models.evaluation import collect, score
+from models.data.dataset import ReactDataset
+from models.evaluation import collect, own_listener_scores, score
 from models.generator.checkpoint import load_generator
-from models.generator.predict import GeneratorPredictor
+from models.generator.predict import GeneratorPredictor, enrolment_predictors
 from models.metrics.bootstrap import paired_difference
-from models.metrics.reaction import fr_corr, fr_dist
 from models.metrics.smoothness import expression_seam_velocity, seam_jumps
 from models.personal.checkpoint import load_personal
-from models.personal.enrolment import Enrolment, enrol
+from models.personal.enrolment import enrolments_of
 from models.posnet.model import load_posnet
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ("FRCorr", "FRDist", "FRCorr_58", "FRDist_58", "FRDiv", "FRDvs", "FRVar", "FRSyn")
 
 
-def own_listener_scores(collected: dict) -> dict[str, np.ndarray]:
-    """Per-sample FRCorr and FRDist (official 25-d view, summed over K) against the sample's own
-    real reaction only."""
-    pred = emotion.emotion_from_coefficients(collected["predictions"])
-    real = emotion.emotion_from_coefficients(collected["listeners"])
-    own = np.eye(len(pred), dtype=bool)
-    return {"FRCorr": fr_corr(pred, real, own).per_sample,
-            "FRDist": fr_dist(pred, real, own).per_sample}
-
-
 def paired_against_generic(collected: dict, names: list[str], clusters: np.ndarray,
                            seed: int) -> dict:  # fmt: skip
     """Each row minus ``generic + PosNet`` on own-listener neighbours, per sample, with a
     95 % bootstrap interval over listeners (FRCorr: > 0 is better; FRDist: < 0 is better)."""
-    base = own_listener_scores(collected["generic + PosNet"])
+    base = own_listener_scores(collected["generic + PosNet"]["predictions"],
+                               collected["generic + PosNet"]["listeners"])
     out = {}
     for name in names:
-        row = own_listener_scores(collected[name])
+        row = own_listener_scores(collected[name]["predictions"], collected[name]["listeners"])
         out[name] = {key: paired_difference(row[key], base[key], clusters, seed=seed)
                      for key in base}  # fmt: skip
     return out
-
-
-def enrolments(test: ReactDataset, personal_path: Path, seed: int):  # noqa: ANN201
-    """``enrolment_of(sample)``: the listener enrolled from a 10-s crop of another of its clips
-    (deterministic per sample), cached per sample."""
-    style, hyper, _ = load_personal(personal_path)
-    if hyper is None:
-        raise SystemExit(f"{personal_path}: holds no hypernetwork (train shifts first)")
-    cache: dict[int, Enrolment] = {}
-
-    def enrolment_of(sample: Sample) -> Enrolment:
-        if sample.index not in cache:
-            rng = np.random.default_rng([seed, sample.index])
-            cache[sample.index] = enrol(style, hyper, test.history(sample.index, 10.0, rng))
-        return cache[sample.index]
-
-    return enrolment_of
 
 
 def table(rows: dict[str, dict], keys: tuple[str, ...] = KEYS) -> str:
@@ -124,10 +96,12 @@ def main() -> None:
     own = np.eye(n, dtype=bool)
     model, meta = load_generator(weights / "generator.safetensors")
     posnet = load_posnet(weights / "posnet.safetensors")
-    enrolment_of = enrolments(test, weights / "personal.safetensors", args.seed)
-    shifts_for = lambda s: enrolment_of(s).factors  # noqa: E731
-    rest_for = lambda s: enrolment_of(s).rest  # noqa: E731
-    spread_for = lambda s: enrolment_of(s).spread  # noqa: E731
+    style, hyper, _ = load_personal(weights / "personal.safetensors")
+    if hyper is None:
+        raise SystemExit(f"{weights / 'personal.safetensors'}: holds no hypernetwork (train "
+                         "shifts first)")  # fmt: skip
+    parts = enrolment_predictors(model, posnet, enrolments_of(test, style, hyper, seed=args.seed),
+                                 k=args.k)  # fmt: skip
 
     predictors: dict[str, object] = {}
     if not args.skip_baselines:
@@ -140,16 +114,9 @@ def main() -> None:
     if not model.config.sample_feedback:
         predictors["generic + PosNet, feedback on"] = GeneratorPredictor(model, posnet, k=args.k,
                                                                          feedback=True)
-    predictors["personalised + PosNet"] = GeneratorPredictor(
-        model, posnet, k=args.k, shifts_for=shifts_for, rest_for=rest_for, spread_for=spread_for)
-    own_only = {  # the parts of the enrolment alone, scored on own-listener neighbours only
-        "shifts only + PosNet": GeneratorPredictor(model, posnet, k=args.k,
-                                                   shifts_for=shifts_for),
-        "resting face only + PosNet": GeneratorPredictor(model, posnet, k=args.k,
-                                                         rest_for=rest_for),
-        "resting face + expressivity + PosNet": GeneratorPredictor(
-            model, posnet, k=args.k, rest_for=rest_for, spread_for=spread_for),
-    }  # fmt: skip
+    predictors["personalised + PosNet"] = parts.pop("personalised")
+    # the parts of the enrolment alone, scored on own-listener neighbours only
+    own_only = {f"{name} + PosNet": predictor for name, predictor in parts.items()}
     start = time.perf_counter()
     results: dict[str, dict] = {"official": {}, "listening": {}, "own_listener": {},
                                 "own_listener_listening": {}, "smoothness": {}}  # fmt: skip

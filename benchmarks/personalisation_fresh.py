@@ -35,33 +35,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.data import emotion
 from models.data import react_layout as rl
-from models.data.dataset import ReactDataset, Sample
+from models.data.dataset import ReactDataset
 from models.data.world.config import WorldConfig
-from models.evaluation import collect
+from models.evaluation import collect, own_listener_scores
 from models.generator.checkpoint import load_generator
-from models.generator.predict import GeneratorPredictor
+from models.generator.predict import GeneratorPredictor, enrolment_predictors
 from models.metrics.bootstrap import paired_difference
-from models.metrics.reaction import fr_corr, fr_dist
 from models.personal.checkpoint import load_personal
-from models.personal.enrolment import Enrolment, enrol
+from models.personal.enrolment import enrolments_of
 from models.posnet.model import load_posnet
 
 ROOT = Path(__file__).resolve().parents[1]
 GENERIC = "generic + PosNet"
 FULL = "personalised + PosNet"
 UNCOMPENSATED = "personalised + PosNet, no shift spread gain"
-
-
-def own_scores(predictions: np.ndarray, listeners: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-sample FRCorr and FRDist (official 25-d view, summed over K) against each sample's
-    own real reaction only. ``predictions`` (N, K, T, 58), ``listeners`` (N, T, 58)."""
-    pred = emotion.emotion_from_coefficients(predictions)
-    real = emotion.emotion_from_coefficients(listeners)
-    own = np.eye(len(pred), dtype=bool)
-    return {"FRCorr": fr_corr(pred, real, own).per_sample,
-            "FRDist": fr_dist(pred, real, own).per_sample}
 
 
 def world_seed(world: Path) -> int:
@@ -112,38 +100,19 @@ def main() -> None:
         data = ReactDataset(world, split, cache_clips=512)
         n = len(data) if args.limit is None else min(args.limit, len(data))
         idx = list(range(n))
-        cache: dict[int, Enrolment] = {}
-
-        def enrolment_of(sample: Sample, data: ReactDataset = data,
-                         cache: dict[int, Enrolment] = cache) -> Enrolment:  # fmt: skip
-            if sample.index not in cache:
-                rng = np.random.default_rng([args.seed, sample.index])
-                cache[sample.index] = enrol(style, hyper, data.history(sample.index, 10.0, rng))
-            return cache[sample.index]
-
-        shifts = lambda s: enrolment_of(s).factors  # noqa: E731
-        rest = lambda s: enrolment_of(s).rest  # noqa: E731
-        spread = lambda s: enrolment_of(s).spread  # noqa: E731
+        enrolment_of = enrolments_of(data, style, hyper, seed=args.seed)
+        parts = enrolment_predictors(model, posnet, enrolment_of, k=args.k)
         rows = {GENERIC: GeneratorPredictor(model, posnet, k=args.k),
-                FULL: GeneratorPredictor(model, posnet, k=args.k, shifts_for=shifts,
-                                         rest_for=rest, spread_for=spread)}  # fmt: skip
+                FULL: parts.pop("personalised")}
         if model.config.shift_spread_gain is not None:  # the same enrolment without it
-            rows[UNCOMPENSATED] = GeneratorPredictor(uncompensated, posnet, k=args.k,
-                                                     shifts_for=shifts, rest_for=rest,
-                                                     spread_for=spread)  # fmt: skip
+            rows[UNCOMPENSATED] = enrolment_predictors(uncompensated, posnet, enrolment_of,
+                                                       k=args.k)["personalised"]  # fmt: skip
         if args.parts:
-            rows.update({
-                "shifts only + PosNet": GeneratorPredictor(model, posnet, k=args.k,
-                                                           shifts_for=shifts),
-                "resting face only + PosNet": GeneratorPredictor(model, posnet, k=args.k,
-                                                                 rest_for=rest),
-                "resting face + expressivity + PosNet": GeneratorPredictor(
-                    model, posnet, k=args.k, rest_for=rest, spread_for=spread),
-            })  # fmt: skip
+            rows.update({f"{name} + PosNet": predictor for name, predictor in parts.items()})
         for name, predictor in rows.items():
             t0 = time.perf_counter()
             got = collect(data, predictor, seed=args.seed, indices=idx, progress=False)
-            row = own_scores(got["predictions"], got["listeners"])
+            row = own_listener_scores(got["predictions"], got["listeners"])
             for key, value in row.items():
                 scores.setdefault(name, {}).setdefault(key, []).append(value)
             print(f"{split} {name}: FRCorr {row['FRCorr'].mean():.4f}  FRDist "

@@ -15,8 +15,9 @@ from collections.abc import Callable
 import numpy as np
 from tqdm import tqdm
 
+from models.data import emotion
 from models.data.dataset import ReactDataset, Sample
-from models.metrics.reaction import evaluate_reactions
+from models.metrics.reaction import evaluate_reactions, fr_corr, fr_dist
 
 Predictor = Callable[[Sample, np.random.Generator], np.ndarray]
 
@@ -86,3 +87,14 @@ def evaluate(dataset: ReactDataset, predictor: Predictor, *, seed: int = 0, work
                         chunk=chunk)  # fmt: skip
     idx = collected["indices"]
     return score(collected, dataset.neighbours[np.ix_(idx, idx)], workers=workers)
+
+
+def own_listener_scores(predictions: np.ndarray, listeners: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-sample FRCorr and FRDist (official 25-d emotion view, summed over K) of
+    ``predictions (N, K, T, 58)`` against each sample's own real reaction ``listeners (N, T, 58)``
+    only: the person-specific neighbour set, for personalisation."""
+    pred = emotion.emotion_from_coefficients(predictions)
+    real = emotion.emotion_from_coefficients(listeners)
+    own = np.eye(len(pred), dtype=bool)
+    return {"FRCorr": fr_corr(pred, real, own).per_sample,
+            "FRDist": fr_dist(pred, real, own).per_sample}

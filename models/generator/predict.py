@@ -11,6 +11,7 @@ amplitude), i.e. personalised reactions.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 from torch import Tensor
@@ -94,3 +95,28 @@ def _speaker_streams(sample: Sample) -> tuple[np.ndarray, np.ndarray, np.ndarray
         audio = np.zeros((speaker.frames, layout.AUDIO_FEATURE_DIM), np.float32)
         audio_ok = np.zeros(speaker.frames, bool)
     return audio, audio_ok, speaker.coeffs, face_ok
+
+
+class EnrolmentLike(Protocol):
+    factors: dict[str, tuple[Tensor, Tensor]]
+    rest: Tensor | None
+    spread: float | None
+
+
+def enrolment_predictors(model: Denoiser, posnet: PosNet | None,
+                         enrolment_of: Callable[[Sample], EnrolmentLike], *, k: int = 10
+                         ) -> dict[str, GeneratorPredictor]:  # fmt: skip
+    """The full enrolment and each of its parts as predictors, for ablations: ``"personalised"``
+    (shifts, resting face, expressivity gain), ``"shifts only"``, ``"resting face only"`` and
+    ``"resting face + expressivity"``; ``enrolment_of(sample)`` gives the sample's enrolment."""
+    shifts = lambda s: enrolment_of(s).factors  # noqa: E731
+    rest = lambda s: enrolment_of(s).rest  # noqa: E731
+    spread = lambda s: enrolment_of(s).spread  # noqa: E731
+    return {
+        "personalised": GeneratorPredictor(model, posnet, k=k, shifts_for=shifts, rest_for=rest,
+                                           spread_for=spread),
+        "shifts only": GeneratorPredictor(model, posnet, k=k, shifts_for=shifts),
+        "resting face only": GeneratorPredictor(model, posnet, k=k, rest_for=rest),
+        "resting face + expressivity": GeneratorPredictor(model, posnet, k=k, rest_for=rest,
+                                                          spread_for=spread),
+    }  # fmt: skip

@@ -20,9 +20,10 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -324,3 +325,21 @@ def stack(
         b = torch.stack([e.factors[name][1] for e in enrolments])  # (L, r, in)
         factors[name] = (a.to(device=device, dtype=dtype), b.to(device=device, dtype=dtype))
     return factors
+
+
+def enrolments_of(dataset: Any, style_encoder: StyleEncoder, hyper: HyperNetwork, *,  # noqa: ANN401
+                  seed: int = 0, seconds: float = 10.0) -> Callable[[Any], Enrolment]:  # fmt: skip
+    """``enrolment_of(sample)`` for evaluation: the sample's listener enrolled from a random
+    ``seconds``-long crop of *another* of its clips in ``dataset`` (a ``ReactDataset``:
+    ``dataset.history``), drawn from ``(seed, sample.index)`` so it is the same in every run
+    and for every model scored; cached per sample."""
+    cache: dict[int, Enrolment] = {}
+
+    def enrolment_of(sample: Any) -> Enrolment:  # noqa: ANN401
+        if sample.index not in cache:
+            rng = np.random.default_rng([seed, sample.index])
+            cache[sample.index] = enrol(style_encoder, hyper,
+                                        dataset.history(sample.index, seconds, rng))
+        return cache[sample.index]
+
+    return enrolment_of

@@ -39,7 +39,12 @@ from models.generator.checkpoint import load_generator, save_generator
 from models.generator.denoiser import Denoiser
 from models.generator.predict import GeneratorPredictor
 from models.personal.checkpoint import load_personal
-from models.personal.enrolment import SPREAD_SECONDS, chunk_variances, enrol, expression_spread
+from models.personal.enrolment import (
+    SPREAD_SECONDS,
+    chunk_variances,
+    enrolments_of,
+    expression_spread,
+)
 from models.train.generator import config_json, start_run
 
 log = logging.getLogger(__name__)
@@ -99,13 +104,8 @@ def shift_spread_gain(model: Denoiser, personal: str | Path, ds: ReactDataset, *
         raise ValueError(f"{personal}: holds no hypernetwork (train shifts first)")
     rng = np.random.default_rng(seed)
     picked = sorted(rng.choice(len(ds), size=min(samples, len(ds)), replace=False).tolist())
-    cache: dict[int, Any] = {}
-
-    def shifts_for(sample: Any) -> Any:  # noqa: ANN401
-        if sample.index not in cache:
-            clip = ds.history(sample.index, 10.0, np.random.default_rng([seed, sample.index]))
-            cache[sample.index] = enrol(style, hyper, clip).factors
-        return cache[sample.index]
+    enrolment_of = enrolments_of(ds, style, hyper, seed=seed)
+    shifts_for = lambda s: enrolment_of(s).factors  # noqa: E731
 
     spreads = {}
     for name, predictor in (("generic", GeneratorPredictor(model, None, k=k)),

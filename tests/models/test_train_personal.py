@@ -393,3 +393,34 @@ def test_default_pipeline_runs_every_stage_and_measures_the_shift_spread_gain_la
     model, _ = load_generator(out / "generator/generator.safetensors")
     assert model.config.shift_spread_gain == gain["value"] > 0
     assert model.config.expression_spread == report["expression_spread"]["value"]
+
+
+def test_evaluation_helpers_enrol_from_another_clip_and_score_against_the_own_reaction(
+        world: Path, runs: dict) -> None:  # fmt: skip
+    from models.evaluation import collect, own_listener_scores
+    from models.generator.predict import GeneratorPredictor, enrolment_predictors
+    from models.personal.enrolment import enrol, enrolments_of
+
+    ds = ReactDataset(world, "val")
+    style, hyper, _ = load_personal(runs["base"] / "shifts/personal.safetensors")
+    enrolment_of = enrolments_of(ds, style, hyper, seed=3)
+    first = enrolment_of(ds[0])
+    assert enrolment_of(ds[0]) is first  # cached per sample
+    crop = ds.history(0, 10.0, np.random.default_rng([3, 0]))  # another clip, drawn per sample
+    expected = enrol(style, hyper, crop)
+    assert torch.equal(first.rest, expected.rest)
+    for name, (a, b) in expected.factors.items():
+        assert torch.equal(first.factors[name][0], a) and torch.equal(first.factors[name][1], b)
+    model, _ = load_generator(runs["base"] / "gen/generator.safetensors")
+    parts = enrolment_predictors(model, None, enrolment_of, k=2)
+    assert list(parts) == ["personalised", "shifts only", "resting face only",
+                           "resting face + expressivity"]  # fmt: skip
+    got = {name: collect(ds, p, seed=0, indices=[0, 1], progress=False)
+           for name, p in {"generic": GeneratorPredictor(model, None, k=2), **parts}.items()}
+    for name in parts:  # each part changes the reaction
+        assert not np.allclose(got[name]["predictions"], got["generic"]["predictions"]), name
+    listeners = got["generic"]["listeners"]  # (2, T, 58)
+    perfect = own_listener_scores(np.repeat(listeners[:, None], 2, axis=1), listeners)
+    swapped = own_listener_scores(np.repeat(listeners[::-1, None], 2, axis=1), listeners)
+    np.testing.assert_allclose(perfect["FRDist"], 0.0, atol=1e-6)
+    assert (swapped["FRDist"] > 0).all() and (perfect["FRCorr"] > swapped["FRCorr"]).all()
